@@ -1,0 +1,39 @@
+# One command for each thing a person does with the project; each sets itself up on first use.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/python -m pip
+
+.PHONY: setup run test lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet --constraint constraints.txt --editable ".[dev]"
+	touch $(STAMP)
+
+## run: start the service (Prefect server and UI on :4200, a runner serving the flows)
+run: $(STAMP)
+	$(BIN)/model-download serve
+
+## test: the whole test suite
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: the download throughput benchmark (loopback only)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/pull_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

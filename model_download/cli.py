@@ -1,0 +1,243 @@
+"""The ``model-download`` command line: pull, list, show, verify and remove models."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from model_download.errors import ModelDownloadError
+from model_download.refs import ModelReference, parse_reference
+from model_download.runtime import get_registry, get_settings, get_store
+from model_download.store.store import StoredModel
+
+app = typer.Typer(
+    help="Fetch AI models from model hubs into one verified, deduplicated store.\n\n"
+    "Models are written hub:id\\[@revision], e.g. hf:org/name@v1.0 ('hf' is short for "
+    "'huggingface'). The store is at MODELS_DIR; HF_ENDPOINT and HF_TOKEN are honoured.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ModelsArg = Annotated[list[str], typer.Argument(help="Models as hub:id\\[@revision].")]
+ModelArg = Annotated[str, typer.Argument(help="A model as hub:id\\[@revision].")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+@app.command()
+def pull(
+    models: ModelsArg,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", "-i", help="Only files matching this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", "-x", help="Leave out files matching this glob (repeatable)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Download models into the store; a model already there costs no download."""
+    from model_download.cli_progress import RichProgress
+
+    try:
+        # Every name is checked before anything is fetched or written.
+        references = [
+            parse_reference(m, include=tuple(include or ()), exclude=tuple(exclude or ()))
+            for m in models
+        ]
+        registry = get_registry()
+        references = [registry.hub(r.hub).validate(r) for r in references]
+    except ModelDownloadError as exc:
+        raise _fail(str(exc)) from exc
+
+    progress = RichProgress(err, enabled=not quiet)
+    with progress, ThreadPoolExecutor(get_settings().download_concurrency) as pool:
+        results = list(pool.map(lambda r: _pull_one(r, progress), references))
+
+    failures = 0
+    for reference, result in zip(references, results, strict=True):
+        if isinstance(result, StoredModel):
+            out.print(f"{reference}  ->  {result.path}", highlight=False, soft_wrap=True)
+        else:
+            failures += 1
+            err.print(f"[red]error:[/red] {result}", highlight=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _pull_one(reference: ModelReference, progress) -> StoredModel | str:
+    from model_download.pull import download_resolved, resolve_reference
+
+    try:
+        resolved = resolve_reference(reference, get_registry())
+        return download_resolved(
+            resolved,
+            store=get_store(),
+            registry=get_registry(),
+            progress=progress,
+            file_concurrency=get_settings().file_concurrency,
+        )
+    except ModelDownloadError as exc:
+        return str(exc)
+
+
+@app.command("list")
+def list_models(as_json: JsonOpt = False) -> None:
+    """List the models in the store."""
+    models = get_store().list()
+    if as_json:
+        out.print_json(json.dumps([_summary(m) for m in models]))
+        return
+    table = Table("model", "revision", "files", "size", "stored at", box=None)
+    for m in models:
+        man = m.manifest
+        table.add_row(
+            f"{man.hub}:{man.id}",
+            man.revision[:12],
+            str(len(man.files)),
+            _size(man.total_size),
+            man.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table if models else f"no models in {get_store().root}")
+
+
+@app.command()
+def show(model: ModelArg, as_json: JsonOpt = False) -> None:
+    """Show a stored model: where it is, its revision and its files."""
+    for stored in _stored(model):
+        if as_json:
+            out.print_json(
+                json.dumps({"path": str(stored.path), **stored.manifest.model_dump(mode="json")})
+            )
+            continue
+        man = stored.manifest
+        out.print(f"[bold]{man.hub}:{man.id}[/bold]  revision {man.revision}", highlight=False)
+        out.print(f"path       {stored.path}", highlight=False, soft_wrap=True)
+        out.print(f"requested  {', '.join(man.requested_revisions) or '-'}")
+        out.print(f"format     {man.format or '-'}")
+        out.print(f"stored at  {man.created_at:%Y-%m-%d %H:%M:%S %Z}")
+        out.print(f"tools      {', '.join(f'{k} {v}' for k, v in man.tools.items())}")
+        table = Table("file", "size", "sha256", box=None)
+        for f in man.files:
+            table.add_row(f.path, _size(f.size), f.sha256[:16])
+        out.print(table)
+
+
+@app.command()
+def verify(model: ModelArg) -> None:
+    """Re-hash a stored model's files against its manifest."""
+    bad = 0
+    for stored in _stored(model):
+        problems = get_store().verify(stored)
+        if problems:
+            bad += 1
+            err.print(f"[red]{stored.name}: {len(problems)} problem(s)[/red]", highlight=False)
+            for problem in problems:
+                err.print(f"  {problem}", highlight=False)
+        else:
+            out.print(f"{stored.name}: ok ({len(stored.manifest.files)} files)", highlight=False)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rm(
+    model: ModelArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a model (one revision, or all without @revision) from the store."""
+    stored = _stored(model)
+    if not yes:
+        names = ", ".join(s.name for s in stored)
+        typer.confirm(f"Remove {names}?", abort=True)
+    reference = parse_reference(model)
+    try:
+        removed = get_store().delete(reference.hub, reference.id, reference.revision)
+    except ModelDownloadError as exc:
+        raise _fail(str(exc)) from exc
+    for s in removed:
+        out.print(f"removed {s.name}", highlight=False)
+
+
+@app.command()
+def plugins(as_json: JsonOpt = False) -> None:
+    """List hub and converter plugins, and why any is unavailable."""
+    found = get_registry().plugins()
+    if as_json:
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "kind": p.kind,
+                        "name": p.name,
+                        "available": p.available,
+                        "reason": p.reason,
+                        "target": p.target,
+                    }
+                    for p in found
+                ]
+            )
+        )
+        return
+    table = Table("kind", "name", "available", "notes", box=None)
+    for p in found:
+        table.add_row(
+            p.kind,
+            p.name,
+            "yes" if p.available else "[red]no[/red]",
+            p.description if p.available else p.reason or "",
+        )
+    out.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address of the Prefect server and UI.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the Prefect server and UI.")] = 4200,
+) -> None:
+    """Start the service: a local Prefect server with its UI and a runner of the flows."""
+    from deployments.serve import run
+
+    run(host=host, port=port)
+
+
+def _stored(model: str) -> list[StoredModel]:
+    try:
+        reference = parse_reference(model)
+        return get_store().require(reference.hub, reference.id, reference.revision)
+    except ModelDownloadError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _summary(stored: StoredModel) -> dict:
+    man = stored.manifest
+    return {
+        "model": f"{man.hub}:{man.id}",
+        "revision": man.revision,
+        "path": str(stored.path),
+        "files": len(man.files),
+        "size": man.total_size,
+        "created_at": man.created_at.isoformat(),
+    }
+
+
+def _size(nbytes: int) -> str:
+    size = float(nbytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"

@@ -1,0 +1,94 @@
+"""Every failure a user of model-download can see, in one place.
+
+Each class has a builtin second base so that generic handlers (``except ValueError``,
+``except PermissionError``) keep working. Messages say what failed, which model, file or URL,
+and what the user can do about it.
+
+    ModelDownloadError
+    ├── InvalidReferenceError (ValueError)      bad model name, revision, pattern or path
+    ├── UnknownPluginError (LookupError)        no hub or converter by that name
+    ├── PluginUnavailableError (RuntimeError)   the plugin exists but cannot run here
+    ├── HubError                                the hub refused or failed
+    │   ├── ModelNotFoundError (LookupError)
+    │   ├── GatedModelError (PermissionError)
+    │   ├── UnauthorizedError (PermissionError)
+    │   ├── RevisionNotFoundError (LookupError)
+    │   ├── RemoteFileNotFoundError (LookupError)
+    │   └── HubUnreachableError (ConnectionError)   transient: worth a retry
+    │       └── TransferError                       a file transfer gave up after retries
+    ├── IntegrityError (OSError)                content does not match its expected hash
+    ├── StoreError (OSError)
+    │   └── ModelNotInStoreError (LookupError)
+    └── LockTimeout (TimeoutError)              another process held a model's lock too long
+"""
+
+from __future__ import annotations
+
+
+class ModelDownloadError(Exception):
+    """Root of every error model-download raises on purpose."""
+
+    #: Whether trying the same operation again may succeed (network trouble, busy hub).
+    transient: bool = False
+
+
+class InvalidReferenceError(ModelDownloadError, ValueError):
+    """A model reference, revision, pattern or target path is malformed or unsafe."""
+
+
+class UnknownPluginError(ModelDownloadError, LookupError):
+    """No plugin is registered under the requested name."""
+
+
+class PluginUnavailableError(ModelDownloadError, RuntimeError):
+    """A plugin is registered but cannot run here (missing package, failed start-up)."""
+
+
+class HubError(ModelDownloadError):
+    """The hub refused the request or failed to answer it."""
+
+
+class ModelNotFoundError(HubError, LookupError):
+    """The hub has no such model, or hides it from the credentials given."""
+
+
+class GatedModelError(HubError, PermissionError):
+    """The model is gated: its terms must be accepted on the hub first."""
+
+
+class UnauthorizedError(HubError, PermissionError):
+    """The hub rejected the credentials, or the model needs some."""
+
+
+class RevisionNotFoundError(HubError, LookupError):
+    """The model exists but the branch, tag or commit does not."""
+
+
+class RemoteFileNotFoundError(HubError, LookupError):
+    """The revision exists but a file in it does not."""
+
+
+class HubUnreachableError(HubError, ConnectionError):
+    """The hub could not be reached or kept failing with server errors."""
+
+    transient = True
+
+
+class TransferError(HubUnreachableError):
+    """A file transfer kept failing (cut, stalled or refused) and retries ran out."""
+
+
+class IntegrityError(ModelDownloadError, OSError):
+    """Content does not match the size or hash it was published with."""
+
+
+class StoreError(ModelDownloadError, OSError):
+    """The model store cannot complete an operation."""
+
+
+class ModelNotInStoreError(StoreError, LookupError):
+    """The store holds no model matching the request."""
+
+
+class LockTimeout(ModelDownloadError, TimeoutError):
+    """Another process held a model's lock for longer than we were willing to wait."""

@@ -1,0 +1,109 @@
+"""The service's settings, read once from the environment (and a ``.env`` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DATA_HOME = Path("~/.local/share/model-download").expanduser()
+
+
+def _env(name: str, *aliases: str) -> AliasChoices:
+    # Each setting answers to MODEL_DOWNLOAD_<NAME>, plus the names users already know from the
+    # hub tools (MODELS_DIR, HF_TOKEN, ...).
+    return AliasChoices(f"MODEL_DOWNLOAD_{name.upper()}", *aliases)
+
+
+class Settings(BaseSettings):
+    """Settings of model-download.
+
+    Every field can be set with ``MODEL_DOWNLOAD_<FIELD>``; some also honour the variable that
+    the hub's own tools read (``MODELS_DIR``, ``HF_ENDPOINT``, ``HF_TOKEN``).
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    models_dir: Path = Field(
+        _DATA_HOME / "models",
+        validation_alias=_env("models_dir", "MODELS_DIR"),
+        description="Root of the model store.",
+    )
+    hf_endpoint: str = Field(
+        "https://huggingface.co",
+        validation_alias=_env("hf_endpoint", "HF_ENDPOINT"),
+        description="Base URL of the Hugging Face hub or a mirror of it.",
+    )
+    hf_token: SecretStr | None = Field(
+        None,
+        validation_alias=_env("hf_token", "HF_TOKEN"),
+        description="Hugging Face access token, for private and gated models.",
+    )
+    download_concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        validation_alias=_env("download_concurrency"),
+        description="How many models a flow downloads at once.",
+    )
+    file_concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        validation_alias=_env("file_concurrency"),
+        description="How many files of one model are transferred at once.",
+    )
+    stall_timeout: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=_env("stall_timeout"),
+        description="Seconds without a byte before a transfer is restarted.",
+    )
+    retries: int = Field(
+        5,
+        ge=0,
+        le=100,
+        validation_alias=_env("retries"),
+        description="Attempts a file transfer gets after a failure that moved no bytes.",
+    )
+    lock_stale_after: float = Field(
+        60.0,
+        gt=1,
+        validation_alias=_env("lock_stale_after"),
+        description="Seconds without a heartbeat after which a model lock counts as abandoned.",
+    )
+    lock_timeout: float | None = Field(
+        None,
+        validation_alias=_env("lock_timeout"),
+        description="Longest wait for another process's download of the same model (none: wait).",
+    )
+    prefect_home: Path = Field(
+        _DATA_HOME / "prefect",
+        validation_alias=_env("prefect_home"),
+        description="Where the embedded Prefect server keeps its database and results.",
+    )
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("models_dir", "prefect_home")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @field_validator("hf_token")
+    @classmethod
+    def _empty_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()

@@ -1,0 +1,226 @@
+"""Fetch one file over HTTP: resumable, restarted when it stalls, hashed as it streams.
+
+Why by hand and not ``huggingface_hub.hf_hub_download``: we need the sha256 (and the git blob
+sha1) computed in the same pass as the write, so a file is verified and content-addressed without
+reading it twice; a stall timeout that is ours to configure per call; progress reported to our own
+bars and Prefect artifacts; and the same code for every hub that serves plain HTTP files. The hub
+specifics (URL, headers, mapping of error statuses) stay in each hub plugin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx2
+
+from model_download.errors import IntegrityError, TransferError
+
+logger = logging.getLogger(__name__)
+
+#: Statuses worth another try: the hub is busy or briefly broken.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+_CHUNK = 1 << 20
+
+ByteCallback = Callable[[int], None]
+ResponseCheck = Callable[[httpx2.Response], None]
+
+
+class _Hashes:
+    """The hashes of one file, fed in order as bytes arrive."""
+
+    def __init__(self, size: int | None, want_git_oid: bool) -> None:
+        self.sha256 = hashlib.sha256()
+        self.git = None
+        if want_git_oid and size is not None:
+            # git hashes a blob as "blob <size>\0<content>"; the size is known from the listing.
+            self.git = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+
+    def update(self, data: bytes) -> None:
+        self.sha256.update(data)
+        if self.git is not None:
+            self.git.update(data)
+
+
+def fetch_file(
+    client: httpx2.Client,
+    url: str,
+    dest: Path,
+    *,
+    size: int | None,
+    sha256: str | None = None,
+    git_oid: str | None = None,
+    headers: dict[str, str] | None = None,
+    check_response: ResponseCheck | None = None,
+    on_bytes: ByteCallback | None = None,
+    stall_timeout: float = 60.0,
+    retries: int = 5,
+    label: str | None = None,
+) -> str:
+    """Download ``url`` into ``dest``, resuming what ``dest`` already holds.
+
+    Args:
+        client: the HTTP client to send requests with.
+        url: the file's URL.
+        dest: where the bytes go; a partial file left by an earlier attempt is resumed.
+        size: expected size in bytes, when known.
+        sha256: expected content sha256, when the hub publishes it.
+        git_oid: expected git blob sha1, when the hub publishes it.
+        headers: extra request headers (credentials); never logged.
+        check_response: raises the hub's own error for a response that will not get better.
+        on_bytes: called with the number of bytes each chunk adds (negative on a restart).
+        stall_timeout: seconds without a byte after which the transfer is restarted.
+        retries: failed attempts that moved no bytes before giving up.
+        label: how to name the file in messages.
+
+    Returns:
+        The sha256 of the file's content.
+
+    Raises:
+        TransferError: the transfer kept failing.
+        IntegrityError: the bytes do not match the published size or hash (``dest`` is removed).
+    """
+    label = label or url
+    report = on_bytes or (lambda _n: None)
+    hashes = _Hashes(size, git_oid is not None)
+    offset = _hash_existing(dest, size, hashes)
+    report(offset)
+
+    failures = 0
+    while size is None or offset < size:
+        before = offset
+        try:
+            offset, finished = _attempt(
+                client,
+                url,
+                dest,
+                offset,
+                hashes,
+                headers or {},
+                check_response,
+                report,
+                stall_timeout,
+            )
+            if finished:
+                break
+            reason: Exception = TransferError(f"{label}: the body ended early at byte {offset}")
+        except _Restart as restart:
+            report(-offset)
+            hashes, offset = _Hashes(size, git_oid is not None), 0
+            dest.unlink(missing_ok=True)
+            reason = restart
+        except (httpx2.TransportError, _RetryStatus) as exc:
+            reason = exc
+
+        # Bytes moved means the hub is alive: only attempts that moved nothing count.
+        failures = 0 if offset > before else failures + 1
+        if failures > retries:
+            raise TransferError(
+                f"download of {label} failed after {retries + 1} attempts ({_describe(reason)}); "
+                "the hub may be down or the network unstable: run the pull again to resume."
+            ) from reason
+        logger.info("retrying %s at byte %d after: %s", label, offset, _describe(reason))
+        if failures:
+            time.sleep(min(0.25 * 2 ** (failures - 1), 8.0))
+
+    _verify(dest, label, size, offset, hashes, sha256, git_oid)
+    return hashes.sha256.hexdigest()
+
+
+class _RetryStatus(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+
+
+class _Restart(Exception):
+    """The partial file cannot be resumed; start the file again from byte zero."""
+
+
+def _attempt(
+    client: httpx2.Client,
+    url: str,
+    dest: Path,
+    offset: int,
+    hashes: _Hashes,
+    headers: dict[str, str],
+    check_response: ResponseCheck | None,
+    report: ByteCallback,
+    stall_timeout: float,
+) -> tuple[int, bool]:
+    """One GET from ``offset``; returns the new offset and whether the body ended cleanly."""
+    # identity: a compressed body would not match the published hashes, nor resume by offset.
+    request_headers = {**headers, "Accept-Encoding": "identity"}
+    if offset:
+        request_headers["Range"] = f"bytes={offset}-"
+    timeout = httpx2.Timeout(stall_timeout)
+
+    with client.stream("GET", url, headers=request_headers, timeout=timeout) as response:
+        if response.status_code in RETRY_STATUSES:
+            raise _RetryStatus(response.status_code)
+        if offset and response.status_code in (200, 416):
+            # The server ignored or refused our range: the partial bytes are of no use.
+            raise _Restart(f"server answered {response.status_code} to a range request")
+        if check_response is not None:
+            check_response(response)
+        response.raise_for_status()
+
+        with open(dest, "ab") as out:
+            for chunk in response.iter_raw(_CHUNK):
+                out.write(chunk)
+                hashes.update(chunk)
+                offset += len(chunk)
+                report(len(chunk))
+    return offset, True
+
+
+def _hash_existing(dest: Path, size: int | None, hashes: _Hashes) -> int:
+    """Feed the bytes an earlier attempt left in ``dest`` to the hashes; return their count."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        have = dest.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size is not None and have > size:
+        dest.unlink()
+        return 0
+    with open(dest, "rb") as existing:
+        while chunk := existing.read(_CHUNK):
+            hashes.update(chunk)
+    return have
+
+
+def _verify(
+    dest: Path,
+    label: str,
+    size: int | None,
+    offset: int,
+    hashes: _Hashes,
+    sha256: str | None,
+    git_oid: str | None,
+) -> None:
+    problem = None
+    if size is not None and offset != size:
+        problem = f"{offset} bytes arrived, {size} were published"
+    elif sha256 and hashes.sha256.hexdigest() != sha256.lower():
+        problem = f"sha256 is {hashes.sha256.hexdigest()}, the hub published {sha256}"
+    elif git_oid and hashes.git is not None and hashes.git.hexdigest() != git_oid.lower():
+        problem = f"git blob id is {hashes.git.hexdigest()}, the hub published {git_oid}"
+    if problem:
+        dest.unlink(missing_ok=True)
+        raise IntegrityError(
+            f"{label} is corrupt ({problem}); it was discarded: pull again to fetch it afresh."
+        )
+    with open(dest, "rb+") as done:
+        # Durable before it is published: a power cut must not leave a listed model truncated.
+        os.fsync(done.fileno())
+
+
+def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc)
+    return f"{name}: {text}" if text else name

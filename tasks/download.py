@@ -1,0 +1,128 @@
+"""Prefect tasks that resolve a model and download it into the store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+
+from model_download.errors import ModelDownloadError
+from model_download.progress import Progress
+from model_download.pull import download_resolved, resolve_reference
+from model_download.refs import ModelReference
+from model_download.resolved import ResolvedModel
+from model_download.runtime import get_registry, get_settings, get_store
+from model_download.store.manifest import MANIFEST_NAME
+from model_download.store.store import StoredModel
+
+# Artifact updates are API calls: one a second is plenty for a person watching the UI.
+_UPDATE_EVERY = 1.0
+
+
+def transient_only(task, task_run, state) -> bool:
+    """Retry a task only for failures that may pass (network, busy hub), never for bad input."""
+    error = state.data
+    return isinstance(error, ModelDownloadError) and error.transient
+
+
+@task(
+    name="resolve_model",
+    task_run_name="resolve {reference}",
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=transient_only,
+    cache_policy=NO_CACHE,
+)
+def resolve_model(reference: ModelReference) -> ResolvedModel:
+    """Pin a reference to the hub's immutable revision and list its files (always asks)."""
+    resolved = resolve_reference(reference, get_registry())
+    get_run_logger().info(
+        "%s is %s: %d files, %d bytes",
+        reference,
+        resolved.revision,
+        len(resolved.files),
+        resolved.total_size,
+    )
+    return resolved
+
+
+def _download_key(context, parameters) -> str:
+    # Hub, id, resolved revision and patterns: the same bytes give the same key. The token is
+    # not part of it: it never reaches task parameters.
+    resolved: ResolvedModel = parameters["resolved"]
+    return f"download-model-{resolved.cache_key()}"
+
+
+@task(
+    name="download_model",
+    task_run_name="download {resolved.reference}",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=transient_only,
+    cache_key_fn=_download_key,
+    persist_result=True,
+)
+def download_model(resolved: ResolvedModel) -> StoredModel:
+    """Download a resolved model into the store (a cache hit when it was stored before)."""
+    logger = get_run_logger()
+    progress = ArtifactProgress()
+    stored = download_resolved(
+        resolved,
+        store=get_store(),
+        registry=get_registry(),
+        progress=progress,
+        file_concurrency=get_settings().file_concurrency,
+    )
+    logger.info(
+        "%s stored at %s (%d bytes)", resolved.reference, stored.path, stored.manifest.total_size
+    )
+    return stored
+
+
+@task(name="pull_model", task_run_name="pull {reference}", cache_policy=NO_CACHE)
+def pull_model(reference: ModelReference) -> StoredModel:
+    """Resolve, then download unless the store already holds that revision."""
+    resolved = resolve_model(reference)
+    stored = download_model(resolved)
+    if not (stored.path / MANIFEST_NAME).is_file():
+        # A cached result can outlive the stored copy (someone ran `rm`): download again.
+        get_run_logger().info("%s was removed from the store since; downloading again", reference)
+        stored = download_model.with_options(refresh_cache=True)(resolved)
+    return stored
+
+
+class ArtifactProgress(Progress):
+    """Shows a download's progress as a Prefect progress artifact of the running task."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._artifact: UUID | None = None
+        self._done = self._total = 0
+        self._last = 0.0
+
+    def start(self, label: str, total: int) -> None:
+        self._total = max(total, 1)
+        self._artifact = create_progress_artifact(
+            progress=0.0, description=f"Downloading {label} ({total:,} bytes)"
+        )
+
+    def advance(self, label: str, nbytes: int) -> None:
+        with self._lock:
+            self._done += nbytes
+            now = time.monotonic()
+            if now - self._last < _UPDATE_EVERY:
+                return
+            self._last = now
+        self._send()
+
+    def finish(self, label: str, ok: bool) -> None:
+        self._send()
+
+    def _send(self) -> None:
+        if self._artifact is not None:
+            percent = min(100.0, 100.0 * self._done / self._total)
+            update_progress_artifact(self._artifact, progress=round(percent, 1))

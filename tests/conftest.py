@@ -1,0 +1,60 @@
+"""Shared fixtures: every test gets its own store and talks to nothing but loopback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from model_download import runtime
+from tests.servers.hf_hub import FakeHub
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--internet", action="store_true", help="also run tests against the real hubs")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--internet"):
+        return
+    skip = pytest.mark.skip(reason="needs the real hub: run with --internet")
+    for item in items:
+        if "internet" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh store, no token, and no hub address that could leave this machine."""
+    models = tmp_path / "models"
+    monkeypatch.setenv("MODELS_DIR", str(models))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    for name in ("HF_TOKEN", "MODEL_DOWNLOAD_HF_TOKEN", "MODEL_DOWNLOAD_MODELS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env file is read
+    runtime.reset()
+    yield models
+    runtime.reset()
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """A Hugging Face-protocol server on loopback; HF_ENDPOINT points at it."""
+    with FakeHub(tmp_path / "hub-data") as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        runtime.reset()
+        yield server
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: this test's settings plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(extra)
+    return env
