@@ -87,49 +87,48 @@ def fetch_file(
     """
     label = label or url
     report = on_bytes or (lambda _n: None)
-    hashes = _Hashes(size, git_oid is not None)
-    offset = _hash_existing(dest, size, hashes)
-    report(offset)
+    state = _State(dest, _Hashes(size, git_oid is not None))
+    state.offset = _hash_existing(dest, size, state.hashes)
+    report(state.offset)
 
     failures = 0
-    while size is None or offset < size:
-        before = offset
+    while size is None or state.offset < size:
+        before = state.offset
         try:
-            offset, finished = _attempt(
-                client,
-                url,
-                dest,
-                offset,
-                hashes,
-                headers or {},
-                check_response,
-                report,
-                stall_timeout,
-            )
-            if finished:
+            _attempt(client, url, state, headers or {}, check_response, report, stall_timeout)
+            if size is None or state.offset >= size:
                 break
-            reason: Exception = TransferError(f"{label}: the body ended early at byte {offset}")
+            reason: Exception = TransferError(f"the body ended early at byte {state.offset}")
         except _Restart as restart:
-            report(-offset)
-            hashes, offset = _Hashes(size, git_oid is not None), 0
+            report(-state.offset)
+            state.hashes, state.offset = _Hashes(size, git_oid is not None), 0
             dest.unlink(missing_ok=True)
             reason = restart
         except (httpx2.TransportError, _RetryStatus) as exc:
             reason = exc
 
         # Bytes moved means the hub is alive: only attempts that moved nothing count.
-        failures = 0 if offset > before else failures + 1
+        failures = 0 if state.offset > before else failures + 1
         if failures > retries:
             raise TransferError(
                 f"download of {label} failed after {retries + 1} attempts ({_describe(reason)}); "
                 "the hub may be down or the network unstable: run the pull again to resume."
             ) from reason
-        logger.info("retrying %s at byte %d after: %s", label, offset, _describe(reason))
+        logger.info("retrying %s at byte %d after: %s", label, state.offset, _describe(reason))
         if failures:
             time.sleep(min(0.25 * 2 ** (failures - 1), 8.0))
 
-    _verify(dest, label, size, offset, hashes, sha256, git_oid)
-    return hashes.sha256.hexdigest()
+    _verify(dest, label, size, state.offset, state.hashes, sha256, git_oid)
+    return state.hashes.sha256.hexdigest()
+
+
+class _State:
+    """Where a file's download stands: bytes on disk and their running hashes."""
+
+    def __init__(self, dest: Path, hashes: _Hashes) -> None:
+        self.dest = dest
+        self.hashes = hashes
+        self.offset = 0
 
 
 class _RetryStatus(Exception):
@@ -144,38 +143,36 @@ class _Restart(Exception):
 def _attempt(
     client: httpx2.Client,
     url: str,
-    dest: Path,
-    offset: int,
-    hashes: _Hashes,
+    state: _State,
     headers: dict[str, str],
     check_response: ResponseCheck | None,
     report: ByteCallback,
     stall_timeout: float,
-) -> tuple[int, bool]:
-    """One GET from ``offset``; returns the new offset and whether the body ended cleanly."""
+) -> None:
+    """One GET from ``state.offset``, appending to the file as bytes arrive."""
     # identity: a compressed body would not match the published hashes, nor resume by offset.
     request_headers = {**headers, "Accept-Encoding": "identity"}
-    if offset:
-        request_headers["Range"] = f"bytes={offset}-"
+    if state.offset:
+        request_headers["Range"] = f"bytes={state.offset}-"
     timeout = httpx2.Timeout(stall_timeout)
 
     with client.stream("GET", url, headers=request_headers, timeout=timeout) as response:
         if response.status_code in RETRY_STATUSES:
             raise _RetryStatus(response.status_code)
-        if offset and response.status_code in (200, 416):
+        if state.offset and response.status_code in (200, 416):
             # The server ignored or refused our range: the partial bytes are of no use.
             raise _Restart(f"server answered {response.status_code} to a range request")
         if check_response is not None:
             check_response(response)
         response.raise_for_status()
 
-        with open(dest, "ab") as out:
-            for chunk in response.iter_raw(_CHUNK):
+        with open(state.dest, "ab") as out:
+            # Unbuffered: bytes held back to fill a chunk would be lost if the connection drops.
+            for chunk in response.iter_raw():
                 out.write(chunk)
-                hashes.update(chunk)
-                offset += len(chunk)
+                state.hashes.update(chunk)
+                state.offset += len(chunk)
                 report(len(chunk))
-    return offset, True
 
 
 def _hash_existing(dest: Path, size: int | None, hashes: _Hashes) -> int:
@@ -215,7 +212,7 @@ def _verify(
         raise IntegrityError(
             f"{label} is corrupt ({problem}); it was discarded: pull again to fetch it afresh."
         )
-    with open(dest, "rb+") as done:
+    with open(dest, "rb") as done:
         # Durable before it is published: a power cut must not leave a listed model truncated.
         os.fsync(done.fileno())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,10 @@ from model_download import runtime
 from tests.servers.hf_hub import FakeHub
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Prefect keeps results and its profile under PREFECT_HOME: never the user's own.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="model-download-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,3 +63,12 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A real Prefect server with a throw-away database, shared by the session's flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

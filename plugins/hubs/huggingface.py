@@ -54,7 +54,8 @@ class HuggingFaceHub(HubPlugin):
                 f"{reference.id!r} is not a Hugging Face model id: write 'org/name' (or 'name'), "
                 "each part up to 96 letters, digits, '.', '_' or '-', without '--' or '..'."
             )
-        return reference
+        # Naming the default branch makes the store remember what it resolved to.
+        return reference.with_revision(reference.revision or "main")
 
     def resolve(self, reference: ModelReference) -> ResolvedModel:
         api = HfApi(endpoint=self._endpoint, token=self._token, library_name=_LIBRARY)
@@ -172,9 +173,7 @@ def _from_status(
 
 
 def _remote_file(entry: RepoFile) -> RemoteFile:
-    return RemoteFile(
-        path=entry.path,
-        size=entry.size,
-        sha256=entry.lfs.sha256 if entry.lfs else None,
-        git_oid=entry.blob_id,
-    )
+    if entry.lfs:
+        # git holds an LFS file as a pointer, so its blob id hashes the pointer, not the bytes.
+        return RemoteFile(path=entry.path, size=entry.size, sha256=entry.lfs.sha256)
+    return RemoteFile(path=entry.path, size=entry.size, git_oid=entry.blob_id)
