@@ -91,4 +91,18 @@ class ModelNotInStoreError(StoreError, LookupError):
 
 
 class LockTimeout(ModelDownloadError, TimeoutError):
-    """Another process held a model's lock for longer than we were willing to wait."""
+    """Another process held a model's lock for longer than we were willing to wait.
+
+    Attributes:
+        path: the lock file.
+        holder: the holder's lock record when we gave up (host, pid), if readable.
+    """
+
+    # The message is the only positional argument so that the error survives pickling (Prefect
+    # ships exceptions between processes); the rest is restored from __dict__.
+    def __init__(
+        self, message: str, path: object | None = None, holder: dict | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder = holder

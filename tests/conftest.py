@@ -9,14 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from model_download import runtime
-from tests.servers.hf_hub import FakeHub
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Prefect keeps results and its profile under PREFECT_HOME: never the user's own.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="model-download-prefect-"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Nothing may leave loopback: no analytics, and huggingface_hub reads its endpoint and telemetry
+# switches once, at import, before any fixture runs.
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+
+from model_download import runtime  # noqa: E402  (after the environment above)
+from tests.servers.hf_hub import FakeHub  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

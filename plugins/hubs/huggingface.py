@@ -6,9 +6,11 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx2
-from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub import HfApi
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
@@ -43,6 +45,13 @@ class HuggingFaceHub(HubPlugin):
         # None lets huggingface_hub fall back to a token saved by `hf auth login`.
         secret = self.settings.hf_token
         return secret.get_secret_value() if secret else None
+
+    def check(self) -> None:
+        # huggingface_hub reads HF_ENDPOINT once, at import, and sends its telemetry lookups
+        # there whatever endpoint= says. When our setting names another hub (a mirror set in
+        # .env, say), switch them off rather than talk to a hub the user did not choose.
+        if hf_constants.ENDPOINT.rstrip("/") != self._endpoint:
+            hf_constants.HF_HUB_DISABLE_TELEMETRY = True
 
     def tool_versions(self) -> dict[str, str]:
         return tool_versions("huggingface_hub")
@@ -93,8 +102,10 @@ class HuggingFaceHub(HubPlugin):
         on_bytes: Callable[[int], None],
     ) -> str:
         reference = resolved.reference
-        url = hf_hub_url(
-            reference.id, file.path, revision=resolved.revision, endpoint=self._endpoint
+        # Built here, not with hf_hub_url, whose template holds the endpoint read at import.
+        url = (
+            f"{self._endpoint}/{reference.id}/resolve/{quote(resolved.revision, safe='')}/"
+            f"{quote(file.path)}"
         )
         headers = build_hf_headers(token=self._token, library_name=_LIBRARY)
         with self._translated(reference, file.path):
