@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -29,6 +31,28 @@ err = Console(stderr=True)
 ModelsArg = Annotated[list[str], typer.Argument(help="Models as hub:id\\[@revision].")]
 ModelArg = Annotated[str, typer.Argument(help="A model as hub:id\\[@revision].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Log each step (retries, reuse of stored files)."),
+    ] = False,
+) -> None:
+    """Fetch AI models from model hubs into one verified, deduplicated store."""
+    # The command line is an application: configuring logging here, not at import, is ours.
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise _fail(f"invalid setting ({problems}): fix the environment or .env file.") from exc
 
 
 def _fail(message: str) -> typer.Exit:

@@ -117,3 +117,9 @@ def test_show_of_a_missing_model_says_how_to_pull_it() -> None:
 def test_plugins_lists_the_hubs() -> None:
     result = run("plugins", "--json")
     assert '"name": "huggingface"' in result.stdout and '"available": true' in result.stdout
+
+
+def test_an_invalid_setting_is_named() -> None:
+    result = run("list", MODEL_DOWNLOAD_RETRIES="many")
+    assert result.returncode == 1
+    assert "invalid setting (MODEL_DOWNLOAD_RETRIES" in result.stderr
