@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         validation_alias=_env("retries"),
         description="Attempts a file transfer gets after a failure that moved no bytes.",
     )
+    fsync: bool = Field(
+        True,
+        validation_alias=_env("fsync"),
+        description="Flush each file to disk before a model is published (survives power cuts).",
+    )
     lock_stale_after: float = Field(
         60.0,
         gt=1,

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import cached_property, partial
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx2
+import httpx
 from huggingface_hub import HfApi
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+from huggingface_hub.utils import build_hf_headers
 
 from model_download import errors
 from model_download.refs import ModelReference
 from model_download.resolved import RemoteFile, ResolvedModel, looks_like_openvino_ir, select_files
 from model_download.store.manifest import tool_versions
-from model_download.transfer import fetch_file
+from model_download.transfer import HttpPool, fetch_file
 from plugins.base import HubPlugin
 
 _LIBRARY = "model-download"
@@ -35,6 +36,10 @@ class HuggingFaceHub(HubPlugin):
 
     name = "huggingface"
     description = "Hugging Face hub (HF_ENDPOINT, HF_TOKEN)"
+
+    @cached_property
+    def _pool(self) -> HttpPool:
+        return HttpPool()
 
     @property
     def _endpoint(self) -> str:
@@ -110,17 +115,18 @@ class HuggingFaceHub(HubPlugin):
         headers = build_hf_headers(token=self._token, library_name=_LIBRARY)
         with self._translated(reference, file.path):
             return fetch_file(
-                get_session(),
+                self._pool,
                 url,
                 dest,
                 size=file.size,
                 sha256=file.sha256,
                 git_oid=file.git_oid,
                 headers=headers,
-                check_response=hf_raise_for_status,
+                check_response=partial(self._check_file_response, reference, file.path),
                 on_bytes=on_bytes,
                 stall_timeout=self.settings.stall_timeout,
                 retries=self.settings.retries,
+                fsync=self.settings.fsync,
                 label=f"{reference.id}/{file.path}",
             )
 
@@ -131,56 +137,76 @@ class HuggingFaceHub(HubPlugin):
             yield
         except errors.ModelDownloadError:
             raise
-        except hf_errors.GatedRepoError as exc:
-            raise errors.GatedModelError(
-                f"{reference} is gated: accept its terms at {self._endpoint}/{reference.id} "
-                "with your account, then set HF_TOKEN to a token of that account."
-            ) from exc
-        except hf_errors.RepositoryNotFoundError as exc:
-            hint = (
-                "check the id, and that HF_TOKEN's account can see it"
-                if self._token
-                else "check the id; if the model is private, set HF_TOKEN"
-            )
-            raise errors.ModelNotFoundError(
-                f"{reference} was not found on {self._endpoint}: {hint}."
-            ) from exc
-        except hf_errors.RevisionNotFoundError as exc:
-            raise errors.RevisionNotFoundError(
-                f"{reference} has no revision {reference.revision or 'main'!r}: "
-                f"see the branches and tags at {self._endpoint}/{reference.id}."
-            ) from exc
-        except hf_errors.EntryNotFoundError as exc:
-            raise errors.RemoteFileNotFoundError(
-                f"{reference} has no file {path!r} at this revision: check the include patterns."
-            ) from exc
         except hf_errors.HfHubHTTPError as exc:
-            raise _from_status(reference, exc, self._endpoint) from exc
-        except (httpx2.TransportError, hf_errors.OfflineModeIsEnabled) as exc:
+            code = next((c for c, cls in _HF_ERRORS.items() if isinstance(exc, cls)), "")
+            status = exc.response.status_code if exc.response is not None else 0
+            raise self._error(reference, code, status, path) from exc
+        except (httpx.TransportError, hf_errors.OfflineModeIsEnabled) as exc:
             raise errors.HubUnreachableError(
                 f"cannot reach {self._endpoint} for {reference} ({type(exc).__name__}): "
                 "check the network, or HF_ENDPOINT if you use a mirror."
             ) from exc
 
+    def _check_file_response(
+        self, reference: ModelReference, path: str, status: int, headers: Mapping[str, str]
+    ) -> None:
+        # Transfers run on urllib3 (see model_download.transfer), which huggingface_hub's own
+        # response helper cannot read; the hub names its refusals in X-Error-Code.
+        if status >= 400:
+            raise self._error(reference, headers.get("X-Error-Code", ""), status, path)
 
-def _from_status(
-    reference: ModelReference, exc: hf_errors.HfHubHTTPError, endpoint: str
-) -> errors.ModelDownloadError:
-    status = exc.response.status_code if exc.response is not None else 0
-    if status == 401:
-        return errors.UnauthorizedError(
-            f"{endpoint} rejected the credentials for {reference}: set HF_TOKEN to a valid "
-            "access token (Settings > Access Tokens on the hub)."
-        )
-    if status == 403:
-        return errors.UnauthorizedError(
-            f"HF_TOKEN may not read {reference}: use a token with read access to it."
-        )
-    if status == 429 or status >= 500:
-        return errors.HubUnreachableError(
-            f"{endpoint} answered {status} for {reference}: the hub is busy or down, try later."
-        )
-    return errors.HubError(f"{endpoint} answered {status} for {reference}: {exc}")
+    def _error(
+        self, reference: ModelReference, code: str, status: int, path: str | None
+    ) -> errors.ModelDownloadError:
+        """Our error for a refusal the hub told by ``code`` (its X-Error-Code) and ``status``."""
+        page = f"{self._endpoint}/{reference.id}"
+        if code == "GatedRepo":
+            return errors.GatedModelError(
+                f"{reference} is gated: accept its terms at {page} with your account, "
+                "then set HF_TOKEN to a token of that account."
+            )
+        if code == "RepoNotFound":
+            hint = (
+                "check the id, and that HF_TOKEN's account can see it"
+                if self._token
+                else "check the id; if the model is private, set HF_TOKEN"
+            )
+            return errors.ModelNotFoundError(
+                f"{reference} was not found on {self._endpoint}: {hint}."
+            )
+        if code == "RevisionNotFound":
+            return errors.RevisionNotFoundError(
+                f"{reference} has no revision {reference.revision or 'main'!r}: "
+                f"see the branches and tags at {page}."
+            )
+        if code == "EntryNotFound":
+            return errors.RemoteFileNotFoundError(
+                f"{reference} has no file {path!r} at this revision: check the include patterns."
+            )
+        if status == 401:
+            return errors.UnauthorizedError(
+                f"{self._endpoint} rejected the credentials for {reference}: set HF_TOKEN to a "
+                "valid access token (Settings > Access Tokens on the hub)."
+            )
+        if status == 403:
+            return errors.UnauthorizedError(
+                f"HF_TOKEN may not read {reference}: use a token with read access to it."
+            )
+        if status == 429 or status >= 500:
+            return errors.HubUnreachableError(
+                f"{self._endpoint} answered {status} for {reference}: the hub is busy or down, "
+                "try again later."
+            )
+        return errors.HubError(f"{self._endpoint} answered {status} for {reference}.")
+
+
+# Most specific first: a gated repo's error is also a "repository not found" one.
+_HF_ERRORS = {
+    "GatedRepo": hf_errors.GatedRepoError,
+    "RepoNotFound": hf_errors.RepositoryNotFoundError,
+    "RevisionNotFound": hf_errors.RevisionNotFoundError,
+    "EntryNotFound": hf_errors.RemoteEntryNotFoundError,
+}
 
 
 def _remote_file(entry: RepoFile) -> RemoteFile:
