@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from uuid import UUID
@@ -51,10 +52,12 @@ def resolve_model(reference: ModelReference) -> ResolvedModel:
 
 
 def _download_key(context, parameters) -> str:
-    # Hub, id, resolved revision and patterns: the same bytes give the same key. The token is
-    # not part of it: it never reaches task parameters.
+    # Hub, id, resolved revision and patterns: the same bytes give the same key; the store root
+    # too, since one Prefect server may serve several stores. The token is not part of it: it
+    # never reaches task parameters.
     resolved: ResolvedModel = parameters["resolved"]
-    return f"download-model-{resolved.cache_key()}"
+    where = hashlib.sha256(str(get_store().root).encode()).hexdigest()[:16]
+    return f"download-model-{where}-{resolved.cache_key()}"
 
 
 @task(

@@ -4,7 +4,7 @@
         sha = hub.commit("org/model", {"config.json": b"{}", "model.safetensors": big_path})
         snapshot_download("org/model", endpoint=hub.url, cache_dir=tmp_path / "cache")
 
-Routes, shaped after what huggingface_hub 2.4 reads (hf_api.py, file_download.py, utils/_http.py):
+Routes, shaped after what huggingface_hub 1.21 reads (hf_api.py, file_download.py, utils/_http.py):
 
 - ``GET /api/models/{repo}[/revision/{rev}]``: repo info (``sha``, ``siblings``, ``gated``...).
 - ``GET /api/models/{repo}/tree/{rev}[/{path}]``: listing, paged by a ``Link: rel="next"`` header.

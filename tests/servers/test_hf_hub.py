@@ -12,7 +12,7 @@ import time
 import types
 from pathlib import Path
 
-import httpx2
+import httpx
 import pytest
 from huggingface_hub import (
     HfApi,
@@ -90,7 +90,7 @@ def test_resolve_headers(hub: FakeHub) -> None:
         hashlib.sha256(DATA).hexdigest(),
         25_600,
     )
-    with httpx2.Client() as client:
+    with httpx.Client() as client:
         response = client.head(f"{hub.url}/org/model/resolve/main/config.json")
     assert response.headers["ETag"] == f'"{git_blob_sha1(b"{}")}"'
     assert response.headers["Content-Length"] == "2"
@@ -215,7 +215,7 @@ def test_invalid_token_is_not_mistaken_for_a_missing_repo(hub: FakeHub, tmp_path
 def test_range_requests(hub: FakeHub) -> None:
     hub.commit("org/model", {"model.bin": DATA})
     url = f"{hub.url}/org/model/resolve/main/model.bin"
-    with httpx2.Client() as client:
+    with httpx.Client() as client:
         for header, expected, content_range in [
             ("bytes=10-", DATA[10:], "bytes 10-25599/25600"),
             ("bytes=10-19", DATA[10:20], "bytes 10-19/25600"),
@@ -232,7 +232,7 @@ def test_range_requests(hub: FakeHub) -> None:
 
 
 def _open(hub: FakeHub, path: str) -> http.client.HTTPResponse:
-    # http.client rather than httpx2: it shows a cut body as IncompleteRead with the bytes received.
+    # http.client rather than httpx: it shows a cut body as IncompleteRead with the bytes received.
     conn = http.client.HTTPConnection("127.0.0.1", int(hub.url.rsplit(":", 1)[1]), timeout=5)
     conn.request("GET", path)
     return conn.getresponse()
@@ -295,7 +295,7 @@ def test_fail_answers_a_status_without_body(hub: FakeHub) -> None:
     hub.commit("org/model", {"model.bin": DATA})
     url = f"{hub.url}/org/model/resolve/main/model.bin"
     hub.fail("model.bin", status=503)
-    with httpx2.Client() as client:
+    with httpx.Client() as client:
         assert client.head(url).status_code == 200  # HEADs transfer no bytes: left alone
         failed = client.get(url)
         assert (failed.status_code, failed.content) == (503, b"")
@@ -317,7 +317,7 @@ def test_lfs_redirect_to_a_cdn_origin(tmp_path: Path) -> None:
                 "org/secret", endpoint=hub.url, cache_dir=tmp_path / "c", token="hf_reader"
             )
         )
-        with httpx2.Client() as client:
+        with httpx.Client() as client:
             redirect = client.get(
                 f"{hub.url}/org/secret/resolve/main/model.safetensors",
                 headers={"Authorization": "Bearer hf_reader"},
@@ -357,7 +357,7 @@ def test_runs_standalone_until_sigterm(tmp_path: Path) -> None:
         try:
             url = proc.stdout.readline().strip()
             assert url.startswith("http://127.0.0.1:")
-            response = httpx2.head(f"{url}/org/bench/resolve/main/d/b.bin")
+            response = httpx.head(f"{url}/org/bench/resolve/main/d/b.bin")
             assert response.headers["Content-Length"] == "20000"
         finally:
             proc.send_signal(signal.SIGTERM)
