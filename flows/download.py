@@ -6,10 +6,10 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from flows.naming import models_run_name
 from model_download.errors import ModelDownloadError
 from model_download.refs import ModelReference
 from model_download.runtime import get_settings
@@ -47,15 +47,7 @@ class ModelOutcome(BaseModel):
     error: str | None = None
 
 
-def _run_name() -> str:
-    models = flow_run.parameters.get("models") or []
-    first = models[0] if models else {}
-    name = first.get("id") if isinstance(first, dict) else getattr(first, "id", "")
-    more = f" and {len(models) - 1} more" if len(models) > 1 else ""
-    return f"download {name}{more}"
-
-
-@flow(name="download-models", flow_run_name=_run_name)
+@flow(name="download-models", flow_run_name=models_run_name("download"))
 def download_models(models: list[ModelSpec], concurrency: int | None = None) -> list[ModelOutcome]:
     """Download models into the store, several at once; a model's failure spares the others.
 

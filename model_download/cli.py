@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from model_download.errors import ModelDownloadError
+from model_download.conversion import ConvertOptions
+from model_download.errors import InvalidReferenceError, ModelDownloadError
 from model_download.refs import ModelReference, parse_reference
 from model_download.runtime import get_registry, get_settings, get_store
 from model_download.store.store import StoredModel
@@ -30,6 +31,7 @@ err = Console(stderr=True)
 
 ModelsArg = Annotated[list[str], typer.Argument(help="Models as hub:id\\[@revision].")]
 ModelArg = Annotated[str, typer.Argument(help="A model as hub:id\\[@revision].")]
+_CONVERT = "Conversion (with --to)"
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -72,24 +74,93 @@ def pull(
         typer.Option("--exclude", "-x", help="Leave out files matching this glob (repeatable)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="Convert after the download: openvino.", rich_help_panel=_CONVERT
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="Weights: fp32, fp16 (default), int8 or int4.", rich_help_panel=_CONVERT),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Validate on CPU (default), GPU, NPU or AUTO.", rich_help_panel=_CONVERT),
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="Model task, when its config does not tell (e.g. feature-extraction).",
+            rich_help_panel=_CONVERT,
+        ),
+    ] = None,
+    group_size: Annotated[
+        int | None,
+        typer.Option(
+            help="int4: weights per scale (default 128; -1: per row).", rich_help_panel=_CONVERT
+        ),
+    ] = None,
+    ratio: Annotated[
+        float | None,
+        typer.Option(
+            help="int4: share of layers in int4, the rest int8 (default 1.0).",
+            rich_help_panel=_CONVERT,
+        ),
+    ] = None,
+    sym: Annotated[
+        bool | None,
+        typer.Option(
+            "--sym/--asym",
+            help="int8/int4: symmetric or asymmetric quantization.",
+            rich_help_panel=_CONVERT,
+            show_default=False,
+        ),
+    ] = None,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Let a model's own Python code run while converting it.",
+            rich_help_panel=_CONVERT,
+        ),
+    ] = False,
 ) -> None:
-    """Download models into the store; a model already there costs no download."""
+    """Download models into the store, and convert them with --to; repeats cost nothing."""
     from model_download.cli_progress import RichProgress
 
     try:
-        # Every name is checked before anything is fetched or written.
+        # Every name and option is checked before anything is fetched or written.
         references = [
             parse_reference(m, include=tuple(include or ()), exclude=tuple(exclude or ()))
             for m in models
         ]
         registry = get_registry()
         references = [registry.hub(r.hub).validate(r) for r in references]
+        options = _convert_options(
+            to,
+            precision=precision,
+            device=device,
+            task=task,
+            group_size=group_size,
+            ratio=ratio,
+            sym=sym,
+            trust_remote_code=trust_remote_code,
+        )
     except ModelDownloadError as exc:
         raise _fail(str(exc)) from exc
 
     progress = RichProgress(err, enabled=not quiet)
     with progress, ThreadPoolExecutor(get_settings().download_concurrency) as pool:
         results = list(pool.map(lambda r: _pull_one(r, progress), references))
+
+    if options is not None:
+        from model_download.cli_convert import convert_and_validate
+
+        results = [
+            convert_and_validate(r, options, err, quiet) if isinstance(r, StoredModel) else r
+            for r in results
+        ]
 
     failures = 0
     for reference, result in zip(references, results, strict=True):
@@ -100,6 +171,28 @@ def pull(
             err.print(f"[red]error:[/red] {result}", highlight=False)
     if failures:
         raise typer.Exit(1)
+
+
+def _convert_options(to: str | None, **given) -> ConvertOptions | None:
+    chosen = {k: v for k, v in given.items() if v not in (None, False)}
+    if to is None:
+        if chosen:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in chosen)
+            raise InvalidReferenceError(f"{flags} apply to a conversion: add --to openvino.")
+        return None
+    try:
+        return ConvertOptions(to=to, **chosen)
+    except ValidationError as exc:
+        raise _first_error(exc) from exc
+
+
+def _first_error(exc: ValidationError) -> ModelDownloadError:
+    for error in exc.errors():
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, ModelDownloadError):
+            return cause
+    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return InvalidReferenceError(f"invalid conversion options ({problems}).")
 
 
 def _pull_one(reference: ModelReference, progress) -> StoredModel | str:
@@ -158,6 +251,11 @@ def show(model: ModelArg, as_json: JsonOpt = False) -> None:
         for f in man.files:
             table.add_row(f.path, _size(f.size), f.sha256[:16])
         out.print(table)
+
+        from model_download.cli_convert import print_conversions, print_validation
+
+        print_validation(stored, out)
+        print_conversions(stored, out)
 
 
 @app.command()

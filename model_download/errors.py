@@ -16,6 +16,11 @@ and what the user can do about it.
     │   ├── RemoteFileNotFoundError (LookupError)
     │   └── HubUnreachableError (ConnectionError)   transient: worth a retry
     │       └── TransferError                       a file transfer gave up after retries
+    ├── ConversionError (RuntimeError)          a model could not be converted
+    │   ├── UnsupportedModelError (ValueError)  no converter or exporter handles it
+    │   ├── RemoteCodeRefusedError (PermissionError)  it needs its own code, not allowed
+    │   └── InsufficientMemoryError (MemoryError)
+    ├── ValidationFailed (RuntimeError)         converted files do not load, run or agree
     ├── IntegrityError (OSError)                content does not match its expected hash
     ├── StoreError (OSError)
     │   └── ModelNotInStoreError (LookupError)
@@ -76,6 +81,26 @@ class HubUnreachableError(HubError, ConnectionError):
 
 class TransferError(HubUnreachableError):
     """A file transfer kept failing (cut, stalled or refused) and retries ran out."""
+
+
+class ConversionError(ModelDownloadError, RuntimeError):
+    """A stored model could not be converted."""
+
+
+class UnsupportedModelError(ConversionError, ValueError):
+    """No converter, or not the exporter it relies on, can handle this model."""
+
+
+class RemoteCodeRefusedError(ConversionError, PermissionError):
+    """The model needs its own Python code to load, and the request did not allow that."""
+
+
+class InsufficientMemoryError(ConversionError, MemoryError):
+    """Converting would need more memory than is free."""
+
+
+class ValidationFailed(ModelDownloadError, RuntimeError):
+    """Converted files do not load, compile, run, or agree with the reference."""
 
 
 class IntegrityError(ModelDownloadError, OSError):

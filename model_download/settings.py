@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DATA_HOME = Path("~/.local/share/model-download").expanduser()
@@ -72,6 +72,18 @@ class Settings(BaseSettings):
         True,
         validation_alias=_env("fsync"),
         description="Flush each file to disk before a model is published (survives power cuts).",
+    )
+    convert_concurrency: int = Field(
+        1,
+        ge=1,
+        le=16,
+        validation_alias=_env("convert_concurrency"),
+        description="How many conversions a flow runs at once (they are CPU and memory heavy).",
+    )
+    convert_memory_limit: ByteSize | None = Field(
+        None,
+        validation_alias=_env("convert_memory_limit"),
+        description="Memory a conversion may use, e.g. '8GB' (default: what the system has free).",
     )
     lock_stale_after: float = Field(
         60.0,

@@ -11,9 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from model_download.conversion import ConvertOptions
+from model_download.errors import InvalidReferenceError
 from model_download.refs import ModelReference
 from model_download.resolved import RemoteFile, ResolvedModel
 from model_download.settings import Settings
+from model_download.store.manifest import Manifest
 
 
 class Plugin(ABC):
@@ -67,12 +70,41 @@ class HubPlugin(Plugin):
 
 
 class ConverterPlugin(Plugin):
-    """Turns a stored model into another format (OpenVINO IR, say)."""
+    """Turns a stored model into fp32 OpenVINO IR; lower precisions are derived from that IR.
+
+    The compression to fp16, int8 and int4 and the validation are shared by every converter
+    (``plugins.converters.compress`` and ``plugins.converters.validation``).
+    """
+
+    #: The format this converter produces.
+    target: ClassVar[str] = "openvino"
+    #: Asked before converters with a higher number, when several accept a model.
+    priority: ClassVar[int] = 100
+    #: The precisions it can deliver (fp32 is converted; the others derive from it).
+    precisions: ClassVar[frozenset[str]] = frozenset({"fp32", "fp16", "int8", "int4"})
 
     @abstractmethod
-    def accepts(self, files: list[str], target: str) -> bool:
-        """Whether a model made of ``files`` can be converted to ``target`` by this plugin."""
+    def accepts(self, manifest: Manifest) -> bool:
+        """Whether this converter can convert the stored model ``manifest`` describes."""
+
+    def check_options(self, manifest: Manifest, options: ConvertOptions) -> None:
+        """Refuse options that do not apply to this converter or model (before any work).
+
+        Raises:
+            InvalidReferenceError: naming the option and what applies instead.
+        """
+        if options.precision not in self.precisions:
+            offered = ", ".join(sorted(self.precisions))
+            raise InvalidReferenceError(
+                f"{self.name} converts to {offered}, not {options.precision}."
+            )
 
     @abstractmethod
-    def convert(self, source: Path, options: dict[str, Any], staging: Path) -> dict[str, Any]:
-        """Write the converted model into ``staging``; return what the manifest should record."""
+    def convert(
+        self, source: Path, manifest: Manifest, options: ConvertOptions, staging: Path
+    ) -> dict[str, Any]:
+        """Write the fp32 IR of the model in ``source`` into ``staging``.
+
+        Returns:
+            What the manifest should record about the conversion (the task, say).
+        """

@@ -22,6 +22,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 from pydantic import BaseModel
@@ -166,6 +167,18 @@ class ModelStore:
         for name in manifest.requested_revisions:
             self.set_ref(manifest.hub, manifest.id, name, manifest.revision)
         return StoredModel(path=final, manifest=manifest)
+
+    def annotate(self, stored: StoredModel, key: str, value: Any) -> StoredModel:
+        """Record ``value`` under ``key`` in a published model's manifest (a validation report).
+
+        The files do not change; the manifest is replaced atomically, under the model's lock.
+        """
+        man = stored.manifest
+        with self.locked(man.hub, man.id, man.revision):
+            current = read_manifest(stored.path)
+            updated = current.model_copy(update={"extra": {**current.extra, key: value}})
+            write_manifest(stored.path, updated)
+        return StoredModel(path=stored.path, manifest=updated)
 
     def set_ref(self, hub: str, model_id: str, name: str, revision: str) -> None:
         """Point the branch or tag ``name`` at ``revision`` (atomically replacing it)."""

@@ -1,0 +1,318 @@
+"""Download -> convert -> validate of tiny real models, served by the loopback hub.
+
+Conversions run in this process (an optimum-cli start costs seconds of imports). The models,
+the hub and the store are shared by the module's tests: each conversion runs once, and the
+tests that need a fresh state make their own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from model_download import errors
+from model_download.conversion import ConvertOptions
+from model_download.convert import CONVERTED_HUB, convert_stored
+from model_download.pull import download_resolved, resolve_reference
+from model_download.refs import parse_reference
+from model_download.settings import Settings
+from model_download.store.store import ModelStore, StoredModel
+from model_download.validate import validate_stored
+from plugins.registry import Registry
+from tests.models.tiny import (
+    SENTENCES,
+    build_tiny_bert,
+    build_tiny_gpt2,
+    build_tiny_onnx,
+    repo_files,
+)
+from tests.servers.hf_hub import FakeHub
+
+pytest.importorskip("optimum.exporters.openvino")
+
+
+class Service:
+    """A store, registry and settings pointed at the module's hub."""
+
+    def __init__(self, root: Path, hub: FakeHub, **settings) -> None:
+        self.settings = Settings(models_dir=root, hf_endpoint=hub.url, **settings)
+        self.store = ModelStore(root)
+        self.registry = Registry(self.settings)
+
+    def pull(self, model: str) -> StoredModel:
+        resolved = resolve_reference(parse_reference(model), self.registry)
+        return download_resolved(resolved, store=self.store, registry=self.registry)
+
+    def convert(self, source: StoredModel, **options) -> StoredModel:
+        return convert_stored(
+            source,
+            ConvertOptions(**options),
+            store=self.store,
+            registry=self.registry,
+            settings=self.settings,
+        )
+
+    def validate(self, model: StoredModel, **options):
+        return validate_stored(model, ConvertOptions(**options), store=self.store)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {
+        "bert": build_tiny_bert(root / "bert"),
+        "gpt2": build_tiny_gpt2(root / "gpt2"),
+        "onnx": build_tiny_onnx(root / "onnx").parent,
+    }
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Iterator[FakeHub]:
+    with FakeHub(tmp_path_factory.mktemp("hub")) as server:
+        for name, folder in models.items():
+            server.commit(f"tiny/{name}", repo_files(folder))
+        yield server
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, hub: FakeHub) -> Service:
+    return Service(tmp_path_factory.mktemp("store"), hub)
+
+
+def _bin_size(model: StoredModel) -> int:
+    return (model.path / "openvino_model.bin").stat().st_size
+
+
+def test_bert_at_every_precision_loads_runs_and_agrees(service: Service) -> None:
+    # The tiny models' layers are 32 and 37 wide: per-row int4 (-1) is what fits them.
+    source = service.pull("hf:tiny/bert")
+    sizes = {}
+    for precision, extra in [
+        ("fp32", {}),
+        ("fp16", {}),
+        ("int8", {}),
+        ("int4", {"group_size": -1}),
+    ]:
+        converted = service.convert(source, precision=precision, **extra)
+        validated, reports = service.validate(converted, precision=precision, **extra)
+        [report] = reports
+        assert report.passed, report.rows()
+        assert all(o.finite for o in report.outputs)
+        assert report.latency_ms > 0 and report.compile_seconds > 0
+        if precision != "fp32":
+            assert report.similarity is not None
+            assert report.similarity.cosine >= ConvertOptions(precision=precision).threshold
+        assert validated.manifest.extra["validation"]["passed"] is True
+        assert validated.manifest.extra["source"]["revision"] == source.manifest.revision
+        assert service.store.verify(validated) == []
+        sizes[precision] = _bin_size(converted)
+    assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
+    assert sizes["int4"] < sizes["fp32"]
+
+
+def test_output_folder_matches_optimum_cli_layout(service: Service) -> None:
+    converted = service.convert(service.pull("hf:tiny/bert"), precision="fp32")
+    names = {f.path for f in converted.manifest.files}
+    assert {
+        "openvino_model.xml",
+        "openvino_model.bin",
+        "config.json",
+        "openvino_tokenizer.xml",
+        "openvino_tokenizer.bin",
+    } <= names
+    assert converted.manifest.extra["conversion"]["task"] == "feature-extraction"
+
+
+def test_gpt2_with_past_and_its_tokenizer_ir(service: Service) -> None:
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations)
+    from transformers import AutoTokenizer
+
+    source = service.pull("hf:tiny/gpt2")
+    converted = service.convert(source, precision="int8")
+    _, [report] = service.validate(converted, precision="int8")
+    assert report.passed, report.rows()
+    assert converted.manifest.extra["conversion"]["task"] == "text-generation-with-past"
+    assert (converted.path / "openvino_detokenizer.xml").is_file()
+
+    tokenizer_ir = ov.Core().compile_model(converted.path / "openvino_tokenizer.xml", "CPU")
+    ids = tokenizer_ir([SENTENCES[0]])["input_ids"].tolist()[0]
+    assert ids == AutoTokenizer.from_pretrained(source.path)(SENTENCES[0])["input_ids"]
+
+
+def test_a_repeat_is_stored_once_and_a_changed_option_converts_again(service: Service) -> None:
+    # The tiny models' layers are 32 and 37 wide: per-row int4 (-1) is what fits them.
+    source = service.pull("hf:tiny/bert")
+    first = service.convert(source, precision="int4", group_size=-1)
+    again = service.convert(source, precision="int4", group_size=-1)
+    other = service.convert(source, precision="int4", group_size=-1, ratio=0.5)
+    assert again.path == first.path
+    assert other.path != first.path
+    assert other.manifest.extra["conversion"]["ratio"] == 0.5
+    assert service.store.resolve_ref(CONVERTED_HUB, "huggingface/tiny/bert", "int4") == (
+        other.manifest.revision
+    )
+
+
+def test_onnx_converts_to_fp32_and_fp16_only(service: Service) -> None:
+    source = service.pull("hf:tiny/onnx")
+    for precision in ("fp32", "fp16"):
+        converted = service.convert(source, precision=precision)
+        _, [report] = service.validate(converted, precision=precision)
+        assert report.passed and report.model == "model.xml"
+    with pytest.raises(errors.InvalidReferenceError, match="converts to fp16, fp32, not int4"):
+        service.convert(source, precision="int4", group_size=64)
+    with pytest.raises(errors.InvalidReferenceError, match="apply to transformers models"):
+        service.convert(source, precision="fp32", task="feature-extraction")
+
+
+def test_an_absent_device_is_said_plainly(service: Service) -> None:
+    converted = service.convert(service.pull("hf:tiny/bert"), precision="fp32")
+    validated, [report] = service.validate(converted, precision="fp32", device="GPU")
+    assert report.device_present is False and report.device_used == "CPU"
+    assert any("GPU is not present" in w for w in report.warnings)
+    assert validated.manifest.extra["validation"]["device"] == "GPU"
+
+
+def test_npu_gets_static_shapes(service: Service) -> None:
+    converted = service.convert(service.pull("hf:tiny/bert"), precision="fp32")
+    _, [report] = service.validate(
+        converted, precision="fp32", device="NPU", static_shapes={"batch": 2, "sequence": 16}
+    )
+    assert set(map(tuple, report.inputs.values())) == {(2, 16)}
+    assert any("NPU is not present" in w for w in report.warnings)
+
+
+def _variant(hub: FakeHub, base: Path, repo: str, tmp_path: Path, edit) -> None:
+    folder = tmp_path / repo.replace("/", "_")
+    shutil.copytree(base, folder)
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    hub.commit(repo, repo_files(folder))
+
+
+def _nothing_converted(store: ModelStore, model_id: str) -> bool:
+    return store.find(CONVERTED_HUB, model_id) == [] and not list(
+        (store.root / ".store" / "staging" / CONVERTED_HUB).glob(f"{model_id}/*/*")
+    )
+
+
+def test_remote_code_is_refused_unless_allowed(
+    service: Service, hub: FakeHub, models: dict[str, Path], tmp_path: Path
+) -> None:
+    _variant(
+        hub,
+        models["bert"],
+        "tiny/remote",
+        tmp_path,
+        lambda c: c.update(auto_map={"AutoModel": "modeling_x.XModel"}),
+    )
+    source = service.pull("hf:tiny/remote")
+    with pytest.raises(errors.RemoteCodeRefusedError, match="--trust-remote-code"):
+        service.convert(source, precision="fp32")
+    assert _nothing_converted(service.store, "huggingface/tiny/remote")
+
+
+def test_a_model_whose_task_is_unknown_names_the_option(
+    service: Service, hub: FakeHub, models: dict[str, Path], tmp_path: Path
+) -> None:
+    _variant(
+        hub,
+        models["bert"],
+        "tiny/notask",
+        tmp_path,
+        lambda c: c.update(architectures=["SomethingNobodyKnows"]),
+    )
+    with pytest.raises(errors.UnsupportedModelError, match="give it with --task"):
+        service.convert(service.pull("hf:tiny/notask"), precision="fp32")
+
+
+def test_an_architecture_optimum_cannot_export_fails_cleanly(
+    service: Service, hub: FakeHub, models: dict[str, Path], tmp_path: Path
+) -> None:
+    _variant(
+        hub,
+        models["bert"],
+        "tiny/alien",
+        tmp_path,
+        lambda c: c.update(model_type="alien-arch", architectures=["AlienModel"]),
+    )
+    with pytest.raises(errors.UnsupportedModelError, match="cannot export"):
+        service.convert(service.pull("hf:tiny/alien"), precision="fp32", task="feature-extraction")
+    assert _nothing_converted(service.store, "huggingface/tiny/alien")
+
+
+def test_too_little_memory_is_refused_before_work(hub: FakeHub, tmp_path: Path) -> None:
+    tight = Service(tmp_path / "store", hub, convert_memory_limit=1000)
+    source = tight.pull("hf:tiny/bert")
+    with pytest.raises(errors.InsufficientMemoryError, match="needs about"):
+        tight.convert(source, precision="fp32")
+    assert _nothing_converted(tight.store, "huggingface/tiny/bert")
+
+
+def test_a_repo_already_in_ir_is_validated_without_conversion(
+    service: Service, hub: FakeHub
+) -> None:
+    converted = service.convert(service.pull("hf:tiny/bert"), precision="fp16")
+    hub.commit(
+        "OpenVINO/tiny-bert-ov", {f.path: converted.path / f.path for f in converted.manifest.files}
+    )
+    source = service.pull("hf:OpenVINO/tiny-bert-ov")
+    assert source.manifest.format == "openvino-ir"
+    assert service.convert(source, precision="int8").path == source.path
+    validated, [report] = service.validate(source, precision="int8")
+    assert report.passed
+    assert any("without conversion" in w for w in report.warnings)
+    assert validated.manifest.extra["validation"]["passed"] is True
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"precision": "int3"}, "unknown precision 'int3'"),
+        ({"device": "TPU"}, "unknown device 'TPU'"),
+        ({"precision": "int8", "group_size": 64}, "group_size applies to int4 only"),
+        ({"precision": "fp16", "sym": True}, "sym applies to int8 and int4"),
+        ({"precision": "int4", "ratio": 1.5}, "ratio must be above 0"),
+    ],
+)
+def test_bad_options_are_named(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ConvertOptions(**options)
+
+
+def test_the_layout_is_optimum_clis(
+    service: Service, models: dict[str, Path], tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).parent / "optimum-cli"
+    out = tmp_path / "cli-out"
+    subprocess.run(
+        [
+            str(cli),
+            "export",
+            "openvino",
+            "--model",
+            str(models["gpt2"]),
+            "--task",
+            "text-generation-with-past",
+            "--weight-format",
+            "fp16",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    ours = service.convert(service.pull("hf:tiny/gpt2"), precision="fp16")
+    theirs = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {f.path for f in ours.manifest.files} == theirs
