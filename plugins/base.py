@@ -6,17 +6,35 @@ Prefect tasks in ``tasks/`` call them.
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from model_download.conversion import ConvertOptions
-from model_download.errors import InvalidReferenceError
+from model_download.errors import InvalidReferenceError, PluginUnavailableError
 from model_download.refs import ModelReference
 from model_download.resolved import RemoteFile, ResolvedModel
 from model_download.settings import Settings
 from model_download.store.manifest import Manifest
+
+
+def require_packages(*modules: str, extra: str = "openvino") -> None:
+    """Raise PluginUnavailableError naming the first of ``modules`` that is not installed.
+
+    Looks the modules up without importing them: heavy SDKs load only when a plugin works.
+    """
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            found = False
+        if not found:
+            raise PluginUnavailableError(
+                f"{module} is not installed: install the project's {extra!r} extra "
+                f"(pip install 'model-download[{extra}]')."
+            )
 
 
 class Plugin(ABC):

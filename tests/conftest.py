@@ -20,6 +20,8 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+# OpenVINO's and nncf's usage statistics go to a web analytics service unless they see a CI run.
+os.environ["CI"] = "true"
 
 from model_download import runtime  # noqa: E402  (after the environment above)
 from tests.servers.hf_hub import FakeHub  # noqa: E402

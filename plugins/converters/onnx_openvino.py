@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from model_download.conversion import ConvertOptions
-from model_download.errors import InvalidReferenceError, PluginUnavailableError
+from model_download.errors import InvalidReferenceError
 from model_download.store.manifest import Manifest, tool_versions
-from plugins.base import ConverterPlugin
+from plugins.base import ConverterPlugin, require_packages
 
 
 class OnnxOpenVINOConverter(ConverterPlugin):
@@ -20,12 +20,7 @@ class OnnxOpenVINOConverter(ConverterPlugin):
     precisions = frozenset({"fp32", "fp16"})
 
     def check(self) -> None:
-        try:
-            import openvino  # noqa: F401
-        except ImportError as exc:
-            raise PluginUnavailableError(
-                "openvino is not installed: install the project's 'openvino' extra."
-            ) from exc
+        require_packages("openvino")
 
     def tool_versions(self) -> dict[str, str]:
         return tool_versions("openvino")

@@ -13,12 +13,11 @@ from typing import Any
 
 from model_download.conversion import ConvertOptions
 from model_download.errors import (
-    PluginUnavailableError,
     RemoteCodeRefusedError,
     UnsupportedModelError,
 )
 from model_download.store.manifest import Manifest, tool_versions
-from plugins.base import ConverterPlugin
+from plugins.base import ConverterPlugin, require_packages
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +43,7 @@ class OptimumOpenVINOConverter(ConverterPlugin):
     description = "transformers models to OpenVINO IR (optimum-intel, nncf)"
 
     def check(self) -> None:
-        try:
-            import nncf  # noqa: F401
-            import openvino  # noqa: F401
-            import optimum.exporters.openvino  # noqa: F401
-        except ImportError as exc:
-            raise PluginUnavailableError(
-                f"{exc.name} is not installed: install the project's 'openvino' extra "
-                "(pip install 'model-download[openvino]')."
-            ) from exc
+        require_packages("nncf", "openvino", "openvino_tokenizers", "optimum.intel", "torch")
 
     def tool_versions(self) -> dict[str, str]:
         return tool_versions(

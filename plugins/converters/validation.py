@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from model_download.errors import InvalidReferenceError, ModelDownloadError, PluginUnavailableError
+from model_download.errors import InvalidReferenceError, PluginUnavailableError, ValidationFailed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,10 +34,6 @@ _DEFAULT_LENGTH = 8
 _SAMPLE_TEXT = "The quick brown fox jumps over the lazy dog."
 # The reference must be exact: CPUs with native bf16 would otherwise run fp32 IRs in bf16.
 _REFERENCE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
-
-
-class ValidationFailed(ModelDownloadError, RuntimeError):
-    """An IR could not be read, compiled or run, so no validation report could be made."""
 
 
 class _Stored(BaseModel):

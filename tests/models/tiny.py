@@ -11,6 +11,7 @@ modules that only need ``repo_files`` or the ONNX builder should not pay for it.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
 __all__ = ["SENTENCES", "build_tiny_bert", "build_tiny_gpt2", "build_tiny_onnx", "repo_files"]
@@ -63,7 +64,13 @@ def build_tiny_bert(dest: Path, seed: int = 0) -> Path:
     bpe = Tokenizer(BPE(unk_token="[UNK]"))
     bpe.normalizer = normalizer
     bpe.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = BpeTrainer(vocab_size=200, special_tokens=BERT_SPECIAL_TOKENS, show_progress=False)
+    trainer = BpeTrainer(
+        vocab_size=200,
+        special_tokens=BERT_SPECIAL_TOKENS,
+        # Digits and the like are not in SENTENCES; without them any number would be [UNK].
+        initial_alphabet=list(string.ascii_lowercase + string.digits + string.punctuation),
+        show_progress=False,
+    )
     bpe.train_from_iterator(SENTENCES, trainer=trainer)
     learned = sorted(bpe.get_vocab().items(), key=lambda item: item[1])
     pieces = [piece for piece, _ in learned if piece not in BERT_SPECIAL_TOKENS]
