@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 #: The deployments this runner serves, by flow.
 DOWNLOAD_DEPLOYMENT = "download-models"
+PIPELINE_DEPLOYMENT = "pipeline"
 
 
 def prefect_env(prefect_home: Path, api_url: str) -> dict[str, str]:
@@ -58,11 +59,17 @@ def serve_flows() -> None:
     from prefect import serve
 
     from flows.download import download_models
+    from flows.pipeline import pipeline
 
     serve(
         download_models.to_deployment(
             name=DOWNLOAD_DEPLOYMENT,
             description="Download models from their hubs into the model store.",
+            tags=["model-download"],
+        ),
+        pipeline.to_deployment(
+            name=PIPELINE_DEPLOYMENT,
+            description="Download, convert to OpenVINO IR and validate models.",
             tags=["model-download"],
         ),
     )
