@@ -117,6 +117,14 @@ def pull(
             show_default=False,
         ),
     ] = None,
+    shape: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Static input size for validation, as batch=N or sequence=N (NPU default: "
+            "batch=1, sequence=128).",
+            rich_help_panel=_CONVERT,
+        ),
+    ] = None,
     trust_remote_code: Annotated[
         bool,
         typer.Option(
@@ -146,6 +154,7 @@ def pull(
             ratio=ratio,
             sym=sym,
             trust_remote_code=trust_remote_code,
+            static_shapes=_shapes(shape),
         )
     except ModelDownloadError as exc:
         raise _fail(str(exc)) from exc
@@ -171,6 +180,20 @@ def pull(
             err.print(f"[red]error:[/red] {result}", highlight=False)
     if failures:
         raise typer.Exit(1)
+
+
+def _shapes(items: list[str] | None) -> dict[str, int] | None:
+    if not items:
+        return None
+    shapes = {}
+    for item in items:
+        name, _, size = item.partition("=")
+        if name not in ("batch", "sequence") or not size.isdigit() or int(size) < 1:
+            raise InvalidReferenceError(
+                f"--shape {item!r}: write batch=N or sequence=N with N a positive number."
+            )
+        shapes[name] = int(size)
+    return shapes
 
 
 def _convert_options(to: str | None, **given) -> ConvertOptions | None:

@@ -81,6 +81,11 @@ class ConvertOptions(BaseModel):
             raise InvalidReferenceError("group_size must be a positive number, or -1 (per row).")
         if self.ratio is not None and not 0 < self.ratio <= 1:
             raise InvalidReferenceError("ratio must be above 0 and at most 1.")
+        for name, size in (self.static_shapes or {}).items():
+            if name not in DEFAULT_NPU_SHAPES or size < 1:
+                raise InvalidReferenceError(
+                    f"static shape {name}={size}: give batch and sequence, each at least 1."
+                )
         return self
 
     @property

@@ -37,6 +37,7 @@ def test_pull_convert_validate_and_show(hub: FakeHub, tmp_path: Path, isolated_e
         (["--to", "openvino", "--precision", "int3"], "unknown precision 'int3'"),
         (["--to", "openvino", "--device", "TPU"], "unknown device 'TPU'"),
         (["--to", "onnx"], "invalid conversion options (to:"),
+        (["--to", "openvino", "--shape", "width=3"], "--shape 'width=3'"),
         (
             ["--to", "openvino", "--precision", "int8", "--group-size", "64"],
             "group_size applies to int4 only",

@@ -133,10 +133,16 @@ def test_gpt2_with_past_and_its_tokenizer_ir(service: Service) -> None:
     from transformers import AutoTokenizer
 
     source = service.pull("hf:tiny/gpt2")
-    converted = service.convert(source, precision="int8")
-    _, [report] = service.validate(converted, precision="int8")
-    assert report.passed, report.rows()
-    assert converted.manifest.extra["conversion"]["task"] == "text-generation-with-past"
+    for precision, extra in [
+        ("fp32", {}),
+        ("fp16", {}),
+        ("int4", {"group_size": 16}),
+        ("int8", {}),
+    ]:
+        converted = service.convert(source, precision=precision, **extra)
+        _, [report] = service.validate(converted, precision=precision, **extra)
+        assert report.passed, report.rows()
+        assert converted.manifest.extra["conversion"]["task"] == "text-generation-with-past"
     assert (converted.path / "openvino_detokenizer.xml").is_file()
 
     tokenizer_ir = ov.Core().compile_model(converted.path / "openvino_tokenizer.xml", "CPU")
@@ -279,6 +285,7 @@ def test_a_repo_already_in_ir_is_validated_without_conversion(
         ({"precision": "int8", "group_size": 64}, "group_size applies to int4 only"),
         ({"precision": "fp16", "sym": True}, "sym applies to int8 and int4"),
         ({"precision": "int4", "ratio": 1.5}, "ratio must be above 0"),
+        ({"static_shapes": {"height": 3}}, "static shape height=3"),
     ],
 )
 def test_bad_options_are_named(options: dict, message: str) -> None:
