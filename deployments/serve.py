@@ -75,23 +75,54 @@ def serve_flows() -> None:
     )
 
 
-def run(host: str = "127.0.0.1", port: int = 4200) -> None:
-    """Start the Prefect server, then serve the flows in this process; Ctrl-C stops both."""
+def start_api(env: dict[str, str], host: str, port: int) -> subprocess.Popen:
+    """Start the REST API (uvicorn) against the Prefect server ``env`` names."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:create_app",
+            "--factory",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+
+
+def run(host: str = "127.0.0.1", port: int = 4200, api: bool = True) -> None:
+    """Start the Prefect server and the API, then serve the flows here; Ctrl-C stops all."""
     from model_download.runtime import get_settings
 
     settings = get_settings()
     settings.prefect_home.mkdir(parents=True, exist_ok=True)
     env = prefect_env(settings.prefect_home, f"http://{host}:{port}/api")
-    server = start_server(env, host, port)
+    children = [start_server(env, host, port)]
     os.environ.update(env)
-    print(f"Prefect UI: http://{host}:{port}  ·  models: {settings.models_dir}", flush=True)
+    if api:
+        children.append(start_api(env, settings.api_host, settings.api_port))
+    print(f"Prefect UI: http://{host}:{port}", flush=True)
+    if api:
+        print(f"REST API:   http://{settings.api_host}:{settings.api_port}/docs", flush=True)
+    print(f"Models:     {settings.models_dir}", flush=True)
     try:
         serve_flows()
     except KeyboardInterrupt:
         pass
     finally:
-        server.terminate()
+        _stop(children)
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        child.terminate()
+    for child in children:
         try:
-            server.wait(timeout=20)
+            child.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            server.kill()
+            child.kill()

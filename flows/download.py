@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from flows.naming import models_run_name
 from model_download.errors import ModelDownloadError
-from model_download.refs import ModelReference
+from model_download.refs import ModelReference, make_reference
 from model_download.runtime import get_settings
 from tasks.download import pull_model
 
@@ -26,7 +26,7 @@ class ModelSpec(BaseModel):
     exclude: list[str] = Field(default_factory=list, description="Skip files matching these.")
 
     def reference(self) -> ModelReference:
-        return ModelReference(
+        return make_reference(
             hub=self.hub,
             id=self.id,
             revision=self.revision,

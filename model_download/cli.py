@@ -352,11 +352,17 @@ def plugins(as_json: JsonOpt = False) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address of the Prefect server and UI.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the Prefect server and UI.")] = 4200,
+    api: Annotated[
+        bool,
+        typer.Option(
+            help="Also start the REST API (MODEL_DOWNLOAD_API_HOST and _PORT, 127.0.0.1:8000)."
+        ),
+    ] = True,
 ) -> None:
-    """Start the service: a local Prefect server with its UI and a runner of the flows."""
+    """Start the service: a local Prefect server with its UI, the REST API, and a runner."""
     from deployments.serve import run
 
-    run(host=host, port=port)
+    run(host=host, port=port, api=api)
 
 
 def _stored(model: str) -> list[StoredModel]:

@@ -24,7 +24,8 @@ and what the user can do about it.
     ├── IntegrityError (OSError)                content does not match its expected hash
     ├── StoreError (OSError)
     │   └── ModelNotInStoreError (LookupError)
-    └── LockTimeout (TimeoutError)              another process held a model's lock too long
+    ├── LockTimeout (TimeoutError)              another process held a model's lock too long
+    └── ServiceUnavailableError (ConnectionError)  a part of the service is not running
 """
 
 from __future__ import annotations
@@ -131,3 +132,7 @@ class LockTimeout(ModelDownloadError, TimeoutError):
         super().__init__(message)
         self.path = path
         self.holder = holder
+
+
+class ServiceUnavailableError(ModelDownloadError, ConnectionError):
+    """A part of the service (the Prefect server, the runner of a deployment) is not running."""

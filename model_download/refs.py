@@ -139,10 +139,15 @@ def parse_reference(
         raise InvalidReferenceError(
             f"model {text!r} ends with '@': put a revision after it or leave the '@' out."
         )
+    return make_reference(
+        hub=hub, id=model_id, revision=revision or None, include=include, exclude=exclude
+    )
+
+
+def make_reference(**fields: object) -> ModelReference:
+    """A :class:`ModelReference` from its fields; our own error (not pydantic's) if invalid."""
     try:
-        return ModelReference(
-            hub=hub, id=model_id, revision=revision or None, include=include, exclude=exclude
-        )
+        return ModelReference(**fields)
     except ValueError as exc:
         raise _first_reference_error(exc) from exc
 

@@ -96,6 +96,22 @@ class Settings(BaseSettings):
         validation_alias=_env("lock_timeout"),
         description="Longest wait for another process's download of the same model (none: wait).",
     )
+    api_host: str = Field(
+        "127.0.0.1", validation_alias=_env("api_host"), description="Address the REST API binds."
+    )
+    api_port: int = Field(
+        8000, ge=1, le=65535, validation_alias=_env("api_port"), description="REST API port."
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("api_key"),
+        description="When set, every route but /health needs it (X-API-Key or Bearer).",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        validation_alias=_env("cors_origins"),
+        description="Origins browsers may call the API from (JSON list); none by default.",
+    )
     prefect_home: Path = Field(
         _DATA_HOME / "prefect",
         validation_alias=_env("prefect_home"),
@@ -112,7 +128,7 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
 
-    @field_validator("hf_token")
+    @field_validator("hf_token", "api_key")
     @classmethod
     def _empty_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():

@@ -27,7 +27,8 @@ from urllib.parse import quote, unquote
 
 from pydantic import BaseModel
 
-from model_download.errors import ModelNotInStoreError
+from model_download.errors import InvalidReferenceError, ModelNotInStoreError
+from model_download.refs import check_relative_path
 from model_download.store.blobs import BlobStore, sha256_of
 from model_download.store.lock import StoreLock
 from model_download.store.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
@@ -204,6 +205,25 @@ class ModelStore:
         _remove_empty_parents(self.root / hub / model_id, stop=self.root)
         return removed
 
+    def export(self, stored: StoredModel, folder: str) -> Path:
+        """Place ``stored``'s files (links, not copies) at ``<root>/<folder>/<hub>/<id>``.
+
+        The folder appears whole, by a rename, and replaces an earlier export of that model.
+        """
+        relative = check_export_path(folder)
+        man = stored.manifest
+        target = self.root / relative / man.hub / man.id
+        staging = self.root / _META / "staging" / "exports" / uuid.uuid4().hex
+        for file in man.files:
+            dest = staging / file.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.link(stored.path / file.path, dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            self._discard(target)
+        os.rename(staging, target)
+        return target
+
     def verify(self, stored: StoredModel) -> list[str]:
         """Re-hash every file of ``stored`` against its manifest; return the problems found."""
         problems = []
@@ -272,3 +292,19 @@ def _remove_empty_parents(folder: Path, stop: Path) -> None:
 
 def _quote(name: str) -> str:
     return quote(name, safe="")
+
+
+def check_export_path(folder: str) -> str:
+    """A folder for exports: relative, inside the store, and clear of its own folders."""
+    relative = check_relative_path(folder, "download_path")
+    first = relative.split("/")[0]
+    if first.startswith(".") or first in _RESERVED:
+        raise InvalidReferenceError(
+            f"download_path {folder!r} would mix with the store's own folders: use another name, "
+            "e.g. 'exports/team-a'."
+        )
+    return relative
+
+
+# Top-level folders of the store that an export must not land in.
+_RESERVED = frozenset({"huggingface", "openvino-ir", "ollama", "ultralytics", "geti", "openvino"})

@@ -64,7 +64,10 @@ def test_served_deployment_runs_from_the_rest_api(hub: FakeHub, tmp_path: Path) 
     api = f"http://127.0.0.1:{port}/api"
     service = subprocess.Popen(
         [sys.executable, "-m", "model_download", "serve", "--port", str(port)],
-        env=cli_env(MODEL_DOWNLOAD_PREFECT_HOME=str(tmp_path / "prefect")),
+        env=cli_env(
+            MODEL_DOWNLOAD_PREFECT_HOME=str(tmp_path / "prefect"),
+            MODEL_DOWNLOAD_API_PORT=str(_free_port()),
+        ),
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,45 @@
+"""What routes depend on: settings, the store, a Prefect client, and the API key check."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, status
+from prefect.client.orchestration import PrefectClient, get_client
+
+from model_download.runtime import get_registry, get_settings, get_store
+from model_download.settings import Settings
+from model_download.store.store import ModelStore
+from plugins.registry import Registry
+
+
+def require_api_key(
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    """Refuse a request without the configured API key (nothing to check when none is set)."""
+    expected = get_settings().api_key
+    if expected is None:
+        return
+    given = x_api_key
+    if given is None and authorization and authorization.lower().startswith("bearer "):
+        given = authorization[7:].strip()
+    if given is None or not secrets.compare_digest(given, expected.get_secret_value()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or wrong API key: send it as X-API-Key or Authorization: Bearer.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+async def prefect_client() -> AsyncIterator[PrefectClient]:
+    async with get_client() as client:
+        yield client
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[ModelStore, Depends(get_store)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+PrefectDep = Annotated[PrefectClient, Depends(prefect_client)]

@@ -1,0 +1,203 @@
+"""Jobs are Prefect flow runs of the served pipeline deployment; this module makes and reads them.
+
+One job per model of a request, so each can be watched, cancelled and found again after a
+restart: Prefect's database is the only record.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelled, Cancelling, Completed
+
+from api.schemas import JobPublic, ModelRequest, Progress
+from deployments.serve import PIPELINE_DEPLOYMENT
+from flows.pipeline import PipelineSpec
+from model_download.conversion import ConvertOptions
+from model_download.errors import (
+    InvalidReferenceError,
+    ServiceUnavailableError,
+    UnknownPluginError,
+)
+
+DEPLOYMENT = f"pipeline/{PIPELINE_DEPLOYMENT}"
+#: Tasks the exporter knows for each model type of the v1 API.
+TASKS = {
+    "llm": "text-generation-with-past",
+    "vlm": "image-text-to-text",
+    "embeddings": "feature-extraction",
+    "rerank": "text-classification",
+    "vision": "image-classification",
+}
+_STATUS = {
+    StateType.SCHEDULED: "queued",
+    StateType.PENDING: "queued",
+    StateType.PAUSED: "queued",
+    StateType.RUNNING: "processing",
+    StateType.CANCELLING: "processing",
+    StateType.COMPLETED: "completed",
+    StateType.FAILED: "failed",
+    StateType.CRASHED: "failed",
+    StateType.CANCELLED: "cancelled",
+}
+
+
+def to_spec(model: ModelRequest, known_hubs: list[str]) -> PipelineSpec:
+    """The pipeline's view of a v1 model request.
+
+    ``hub: openvino`` names a Hugging Face model to convert to OpenVINO IR, as in the reference
+    service; a ``config.precision`` on another hub asks for the same conversion.
+    """
+    config = model.config
+    if model.hub != "openvino" and model.hub not in known_hubs:
+        raise UnknownPluginError(
+            f"unknown hub {model.hub!r}: this service supports {', '.join(known_hubs)} and "
+            "openvino (a Hugging Face model converted to OpenVINO IR)."
+        )
+    hub = "huggingface" if model.hub == "openvino" else model.hub
+    convert = None
+    if model.hub == "openvino" or (config and config.precision):
+        ov = (config.openvino_config if config else None) or None
+        convert = ConvertOptions(
+            precision=(config.precision if config else None) or "int8",
+            device=(config.device if config else None) or "CPU",
+            task=(ov.task if ov else None) or TASKS.get(model.type or ""),
+            group_size=ov.group_size if ov else None,
+            ratio=ov.ratio if ov else None,
+            sym=ov.sym if ov else None,
+            trust_remote_code=ov.trust_remote_code if ov else False,
+        )
+    spec = PipelineSpec(hub=hub, id=model.name, revision=model.revision, convert=convert)
+    spec.reference()  # raises InvalidReferenceError for a bad name or revision
+    return spec
+
+
+async def create_jobs(
+    client: PrefectClient,
+    specs: list[PipelineSpec],
+    *,
+    parallel: bool,
+    export_to: str | None,
+    done: bool,
+) -> list[str]:
+    """One flow run per model; in turn unless ``parallel``; already Completed when ``done``."""
+    try:
+        deployment = await client.read_deployment_by_name(DEPLOYMENT)
+    except ObjectNotFound as exc:
+        raise ServiceUnavailableError(
+            f"the {DEPLOYMENT} deployment is not served: start the service (make run) or a "
+            "worker of its work pool."
+        ) from exc
+    ids: list[str] = []
+    for spec in specs:
+        parameters: dict[str, Any] = {
+            "models": [spec.model_dump(mode="json")],
+            "export_to": export_to,
+        }
+        if not parallel and ids and not done:
+            parameters["after"] = ids[-1]
+        state = Completed(message="already in the store") if done else None
+        run = await client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters=parameters,
+            state=state,
+            tags=["model-download", "api"],
+        )
+        ids.append(str(run.id))
+    return ids
+
+
+async def read_job(client: PrefectClient, job_id: UUID) -> JobPublic:
+    """A job's status, stage, progress, result and error, read from Prefect."""
+    run = await client.read_flow_run(job_id)
+    return await _describe(client, run)
+
+
+async def list_jobs(client: PrefectClient, model_name: str | None, limit: int) -> list[JobPublic]:
+    runs = await client.read_flow_runs(
+        deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[PIPELINE_DEPLOYMENT])),
+        sort=FlowRunSort.START_TIME_DESC,
+        limit=limit,
+    )
+    jobs = [await _describe(client, run, details=False) for run in runs]
+    if model_name:
+        jobs = [job for job in jobs if job.model_name == model_name]
+    return jobs
+
+
+async def cancel_job(client: PrefectClient, job_id: UUID) -> JobPublic:
+    """Ask Prefect to cancel the run: at once when it has not started, else via its runner."""
+    run = await client.read_flow_run(job_id)
+    if run.state is None or run.state.is_final():
+        raise InvalidReferenceError(f"job {job_id} has already ended ({run.state_name}).")
+    state = Cancelling() if run.state.is_running() else Cancelled(message="cancelled by request")
+    await client.set_flow_run_state(job_id, state, force=True)
+    return await read_job(client, job_id)
+
+
+async def _describe(client: PrefectClient, run: FlowRun, details: bool = True) -> JobPublic:
+    models = (run.parameters or {}).get("models") or [{}]
+    first = models[0] if isinstance(models[0], dict) else {}
+    job = JobPublic(
+        id=str(run.id),
+        model_name=first.get("id"),
+        hub=first.get("hub"),
+        status=_STATUS.get(run.state_type, "queued") if run.state_type else "queued",
+        created_at=run.created,
+        started_at=run.start_time,
+        finished_at=run.end_time,
+    )
+    if details:
+        await _add_details(client, run, job)
+    return job
+
+
+async def _add_details(client: PrefectClient, run: FlowRun, job: JobPublic) -> None:
+    artifacts = await client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+    )
+    for artifact in artifacts:
+        if artifact.type == "progress" and artifact.data is not None:
+            job.progress = Progress(percent=float(artifact.data))
+        if artifact.type == "table" and artifact.key == "pipeline":
+            outcome = json.loads(artifact.data)[0] if artifact.data else {}
+            job.stage = outcome.get("stage")
+            job.result = {k: v for k, v in outcome.items() if k not in ("error",)}
+            job.error = outcome.get("error")
+    if job.status == "completed":
+        job.progress.percent = 100.0
+        job.stage = "done"
+    elif job.status == "failed" and job.error is None and run.state is not None:
+        job.error = run.state.message
+    elif job.status == "processing" and job.stage is None:
+        job.stage = await _running_stage(client, run.id)
+
+
+async def _running_stage(client: PrefectClient, run_id: UUID) -> str | None:
+    task_runs = await client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+    )
+    running = [t for t in task_runs if t.state_type == StateType.RUNNING]
+    for prefix, stage in (
+        ("validate", "validate"),
+        ("convert", "convert"),
+        ("download", "download"),
+        ("resolve", "download"),
+    ):
+        if any(t.name.startswith(prefix) for t in running):
+            return stage
+    return "queued" if not task_runs else None

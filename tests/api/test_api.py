@@ -1,0 +1,351 @@
+"""The REST API as clients see it: a real service (Prefect server, runner, uvicorn) on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT, cli_env
+from tests.servers.hf_hub import FakeHub
+
+API_KEY = "test-api-key"
+HF_SECRET = "hf_private_token_value_1234567890"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Service:
+    hub: FakeHub
+    api: str
+    prefect: str
+    models: Path
+    prefect_home: Path
+    env: dict[str, str]
+
+    def client(self, key: str | None = API_KEY) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.api, headers=headers, timeout=30)
+
+    def wait_job(self, job_id: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while True:
+                job = client.get(f"/jobs/{job_id}").json()
+                if job.get("status") in ("completed", "failed", "cancelled"):
+                    return job
+                assert time.monotonic() < deadline, f"job still {job}"
+                time.sleep(0.5)
+
+
+def _wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not come up"
+        time.sleep(0.3)
+
+
+def start_api(env: dict[str, str], port: int) -> subprocess.Popen:
+    api = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_http(f"http://127.0.0.1:{port}/api/v1/health")
+    return api
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    root = tmp_path_factory.mktemp("service")
+    prefect_port, api_port = free_port(), free_port()
+    with FakeHub(root / "hub") as hub:
+        hub.add_token(HF_SECRET, grants=["org/private"])
+        env = cli_env(
+            MODELS_DIR=str(root / "models"),
+            HF_ENDPOINT=hub.url,
+            HF_TOKEN=HF_SECRET,
+            MODEL_DOWNLOAD_PREFECT_HOME=str(root / "prefect"),
+            MODEL_DOWNLOAD_API_PORT=str(api_port),
+            MODEL_DOWNLOAD_API_KEY=API_KEY,
+            MODEL_DOWNLOAD_STALL_TIMEOUT="60",
+        )
+        log = open(root / "service.log", "w")  # noqa: SIM115  (closed below)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "model_download", "serve", "--port", str(prefect_port)],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_http(f"http://127.0.0.1:{api_port}/api/v1/health")
+            prefect = f"http://127.0.0.1:{prefect_port}/api"
+            _wait_http(f"{prefect}/deployments/name/pipeline/pipeline")
+            env = {**env, "PREFECT_API_URL": prefect, "PREFECT_HOME": str(root / "prefect")}
+            yield Service(
+                hub,
+                f"http://127.0.0.1:{api_port}/api/v1",
+                prefect,
+                root / "models",
+                root / "prefect",
+                env,
+            )
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+            log.close()
+
+
+def _files(seed: str) -> dict[str, bytes]:
+    return {
+        "config.json": json.dumps({"seed": seed}).encode(),
+        "model.safetensors": os.urandom(60_000),
+    }
+
+
+def test_health_needs_no_key_and_docs_are_served(service: Service) -> None:
+    assert httpx.get(f"{service.api}/health").json() == {"status": "ok"}
+    root = service.api.removesuffix("/api/v1")
+    assert httpx.get(f"{root}/docs").status_code == 200
+    paths = httpx.get(f"{service.api}/openapi.json").json()["paths"]
+    assert "/api/v1/models/download" in paths and "/api/v1/jobs/{job_id}/cancel" in paths
+
+
+def test_the_api_key_is_enforced(service: Service) -> None:
+    with service.client(key=None) as client:
+        assert client.get("/plugins").status_code == 401
+    with service.client(key="wrong") as client:
+        assert client.get("/jobs").status_code == 401
+    with service.client() as client:
+        assert client.get("/plugins").status_code == 200
+    bearer = httpx.get(f"{service.api}/plugins", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert bearer.status_code == 200
+
+
+def test_a_v1_request_becomes_a_completed_job_with_files_in_the_store(service: Service) -> None:
+    service.hub.commit("org/tiny", _files("v1"))
+    body = {
+        "models": [
+            {
+                "name": "org/tiny",
+                "hub": "huggingface",
+                "type": "llm",
+                "is_ovms": False,
+                "revision": None,
+                "config": {},
+            }
+        ],
+        "parallel_downloads": False,
+    }
+    with service.client() as client:
+        response = client.post("/models/download", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["status"] == "processing" and len(answer["job_ids"]) == 1
+
+    job = service.wait_job(answer["job_ids"][0])
+
+    assert job["status"] == "completed", job
+    assert job["model_name"] == "org/tiny" and job["progress"]["percent"] == 100.0
+    stored = Path(job["result"]["stored"])
+    assert stored.is_relative_to(service.models) and (stored / "model.safetensors").is_file()
+    with service.client() as client:
+        listed = client.get("/models").json()["models"]
+        assert any(m["name"] == "org/tiny" for m in listed)
+        found = client.get("/models/jobs", params={"model_name": "org/tiny"}).json()
+        assert answer["job_ids"][0] in [j["id"] for j in found["jobs"]]
+
+
+def test_a_stored_request_answers_at_once_without_a_run(service: Service) -> None:
+    service.hub.commit("org/cached", _files("cached"))
+    body = {"models": [{"name": "org/cached", "hub": "huggingface"}]}
+    with service.client() as client:
+        first = client.post("/models/download", json=body).json()
+        service.wait_job(first["job_ids"][0])
+        service.hub.clear_log()
+        started = time.monotonic()
+        again = client.post("/models/download", json=body)
+        elapsed = time.monotonic() - started
+    assert again.json()["status"] == "completed"
+    assert elapsed < 2 and service.hub.requests == []
+    assert service.wait_job(again.json()["job_ids"][0], timeout=5)["status"] == "completed"
+
+
+def test_parallel_downloads_run_together_and_in_turn_otherwise(service: Service) -> None:
+    for name in ("org/p1", "org/p2"):
+        service.hub.commit(name, _files(name))
+    models = [{"name": "org/p1", "hub": "huggingface"}, {"name": "org/p2", "hub": "huggingface"}]
+    with service.client() as client:
+        parallel = client.post(
+            "/models/download", json={"models": models, "parallel_downloads": True}
+        ).json()
+    jobs = [service.wait_job(job_id) for job_id in parallel["job_ids"]]
+    assert [j["status"] for j in jobs] == ["completed", "completed"]
+
+    for name in ("org/s1", "org/s2"):
+        service.hub.commit(name, _files(name))
+    models = [{"name": "org/s1", "hub": "huggingface"}, {"name": "org/s2", "hub": "huggingface"}]
+    with service.client() as client:
+        serial = client.post("/models/download", json={"models": models}).json()
+    first, second = (service.wait_job(job_id) for job_id in serial["job_ids"])
+    assert first["status"] == second["status"] == "completed"
+    order = [r.repo_id for r in service.hub.file_requests()]
+    assert order == sorted(order)  # every file of org/s1 came before any of org/s2
+
+
+def test_a_running_job_can_be_cancelled(service: Service) -> None:
+    service.hub.commit("org/slow", {"model.bin": os.urandom(200_000)})
+    service.hub.stall("model.bin", after_bytes=1000, seconds=120)
+    with service.client() as client:
+        job_id = client.post(
+            "/models/download", json={"models": [{"name": "org/slow", "hub": "huggingface"}]}
+        ).json()["job_ids"][0]
+        deadline = time.monotonic() + 60
+        while client.get(f"/jobs/{job_id}").json()["status"] != "processing":
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        cancelled = client.post(f"/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 200
+    assert service.wait_job(job_id, timeout=90)["status"] == "cancelled"
+    service.hub.clear_faults()
+
+
+def test_job_status_survives_a_restart_of_the_api(service: Service) -> None:
+    service.hub.commit("org/kept", _files("kept"))
+    with service.client() as client:
+        job_id = client.post(
+            "/models/download", json={"models": [{"name": "org/kept", "hub": "huggingface"}]}
+        ).json()["job_ids"][0]
+    before = service.wait_job(job_id)
+    port = free_port()
+    other = start_api(service.env, port)  # a fresh API process: nothing in its memory
+    try:
+        after = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/jobs/{job_id}", headers={"X-API-Key": API_KEY}
+        ).json()
+    finally:
+        other.terminate()
+        other.wait(timeout=20)
+    assert after["status"] == before["status"] == "completed"
+    assert after["result"] == before["result"]
+
+
+def test_a_token_used_for_a_private_repo_is_stored_nowhere(service: Service) -> None:
+    service.hub.commit("org/private", _files("private"), private=True)
+    with service.client() as client:
+        answer = client.post(
+            "/models/download", json={"models": [{"name": "org/private", "hub": "huggingface"}]}
+        )
+        job = service.wait_job(answer.json()["job_ids"][0])
+        assert job["status"] == "completed", job
+        assert HF_SECRET not in client.get(f"/jobs/{job['id']}").text
+    for path in service.prefect_home.rglob("*"):
+        if path.is_file():
+            assert HF_SECRET.encode() not in path.read_bytes(), f"token found in {path}"
+    assert HF_SECRET not in (service.prefect_home.parent / "service.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "code", "fragment"),
+    [
+        ("post", "/models/download", {"models": []}, 422, "models"),
+        ("post", "/models/download", {"model": "x"}, 422, "models"),
+        ("post", "/models/download", {"models": [{"name": "", "hub": "huggingface"}]}, 422, "name"),
+        (
+            "post",
+            "/models/download",
+            {"models": [{"name": "a/b", "hub": "nohub"}]},
+            400,
+            "supports huggingface",
+        ),
+        (
+            "post",
+            "/models/download",
+            {"models": [{"name": "../etc", "hub": "huggingface"}]},
+            400,
+            "'..'",
+        ),
+        (
+            "post",
+            "/models/download?download_path=../../tmp",
+            {"models": [{"name": "a/b", "hub": "huggingface"}]},
+            400,
+            "inside the store",
+        ),
+        (
+            "post",
+            "/models/download?download_path=/abs",
+            {"models": [{"name": "a/b", "hub": "huggingface"}]},
+            400,
+            "absolute path",
+        ),
+        (
+            "post",
+            "/models/download",
+            {"models": [{"name": "a/b", "hub": "openvino", "config": {"precision": "int3"}}]},
+            422,
+            "precision",
+        ),
+        ("get", "/jobs/00000000-0000-0000-0000-000000000000", None, 404, "not found"),
+        ("get", "/jobs/not-a-uuid", None, 422, "job_id"),
+        ("post", "/jobs/00000000-0000-0000-0000-000000000000/cancel", None, 404, "not found"),
+        ("get", "/models/huggingface:org/none", None, 404, "no stored model"),
+        ("delete", "/models/huggingface:org/none", None, 404, "not in the store"),
+        ("get", "/models/nohub", None, 400, "has no hub"),
+    ],
+)
+def test_bad_input_gets_its_status(
+    service: Service, method: str, path: str, body: dict | None, code: int, fragment: str
+) -> None:
+    with service.client() as client:
+        response = client.request(method, path, json=body)
+    assert response.status_code == code, response.text
+    assert fragment in response.text
+
+
+def test_a_prefect_server_that_is_down_gives_503(service: Service) -> None:
+    port = free_port()
+    env = {**service.env, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
+    api = start_api(env, port)
+    try:
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/jobs", headers={"X-API-Key": API_KEY}, timeout=60
+        )
+    finally:
+        api.terminate()
+        api.wait(timeout=20)
+    assert response.status_code == 503
+    assert "Prefect server is unreachable" in response.text
