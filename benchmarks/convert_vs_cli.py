@@ -64,6 +64,9 @@ class BenchError(Exception):
 class Run:
     seconds: float  # what the ratio compares: wall time, less ours' validation step
     wall: float
+    # CPU seconds (user + system, all threads), less ours' validation step: other work on the
+    # machine stretches wall time far more than it does this.
+    cpu: float
     rss_mb: float  # the whole process's peak, from wait4
     scratch: Path  # everything the run made
     output: Path
@@ -82,6 +85,10 @@ class Contender:
     @property
     def median(self) -> float:
         return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def best_cpu(self) -> float:
+        return min(r.cpu for r in self.runs)
 
     @property
     def peak_rss(self) -> float:
@@ -134,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             _measure(contenders, model, hub.url, str(cli), workdir / "runs", args)
         checks = _check_outputs(contenders, model)
         _report(contenders, model, checks, args)
-        if failed := [c.text for c in checks if not c.ok]:
-            print(f"error: an output does not check out: {'; '.join(failed)}", file=sys.stderr)
+        if failed := sum(not c.ok for c in checks):
+            print(f"error: {failed} check(s) of the outputs failed; see above", file=sys.stderr)
             return 1
         return 0
     except BenchError as exc:
@@ -307,10 +314,10 @@ def _run_cli(cli: str, model: Model, hub_url: str, scratch: Path, args: argparse
         cmd += ["--group-size", str(args.group_size)]
     cmd.append(str(out))
     env = _clean_env(hub_url, HF_HUB_OFFLINE="1")
-    seconds, rss_mb, _ = _timed(cmd, env, scratch, args.timeout)
+    seconds, cpu, rss_mb, _ = _timed(cmd, env, scratch, args.timeout)
     if not (out / "openvino_model.xml").is_file():
         raise BenchError(f"{CLI} exited 0 but wrote no openvino_model.xml into {out}")
-    return Run(seconds, seconds, rss_mb, scratch, out)
+    return Run(seconds, seconds, cpu, rss_mb, scratch, out)
 
 
 def _run_md(model: Model, hub_url: str, scratch: Path, args: argparse.Namespace) -> Run:
@@ -329,13 +336,14 @@ def _run_md(model: Model, hub_url: str, scratch: Path, args: argparse.Namespace)
     # Dirty pages of the pull would otherwise be written back on the conversion's time.
     os.sync()
     started = datetime.now(UTC)
-    wall, rss_mb, stdout = _timed(cmd, _clean_env(hub_url), scratch, args.timeout)
+    wall, cpu, rss_mb, stdout = _timed(cmd, _clean_env(hub_url), scratch, args.timeout)
     step = _child_result(stdout)
     output = Path(step["output"])
     # A fresh store cannot hold the answer already, but a cache we do not know of could.
     if datetime.fromisoformat(step["created_at"]) < started:
         raise BenchError(f"{MD} returned a conversion made before the run: {output}")
-    return Run(wall - step["validate_s"], wall, rss_mb, scratch, output, step)
+    seconds, cpu = wall - step["validate_s"], cpu - step["validate_cpu_s"]
+    return Run(seconds, wall, cpu, rss_mb, scratch, output, step)
 
 
 def _pull(store_root: Path, hub_url: str) -> Path:
@@ -355,8 +363,8 @@ def _pull(store_root: Path, hub_url: str) -> Path:
 
 def _timed(
     cmd: list[str], env: dict[str, str], cwd: Path, timeout: float
-) -> tuple[float, float, str]:
-    """Run ``cmd`` to its end: wall seconds, its own peak RSS in MB, and its stdout."""
+) -> tuple[float, float, float, str]:
+    """Run ``cmd`` to its end: wall seconds, CPU seconds, its own peak RSS in MB, its stdout."""
     stdout_path, stderr_path = cwd / "stdout.log", cwd / "stderr.log"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         start = time.perf_counter()
@@ -383,7 +391,8 @@ def _timed(
         why = f"killed after {timeout:g} s" if seconds >= timeout else f"exit {proc.returncode}"
         raise BenchError(f"{' '.join(cmd[:4])}... failed ({why}):\n{(out + err)[-3000:]}")
     # Linux reports ru_maxrss in KiB.
-    return seconds, usage.ru_maxrss * 1024 / 1e6, out
+    cpu = usage.ru_utime + usage.ru_stime
+    return seconds, cpu, usage.ru_maxrss * 1024 / 1e6, out
 
 
 def _child_result(stdout: str) -> dict[str, Any]:
@@ -422,14 +431,19 @@ def _child(spec: dict[str, Any]) -> int:
     converted = convert_stored(source, options, store=store, registry=registry, settings=settings)
     converted_at = time.perf_counter()
     # The same counter wait4 reads, before validation can raise it.
-    convert_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    # The same counter wait4 reads, before validation can raise it.
+    convert_rss = before.ru_maxrss * 1024 / 1e6
 
     _, reports = validate_stored(converted, options, store=store)
     validated_at = time.perf_counter()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    validate_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     result = {
         "setup_s": ready - start,
         "convert_s": converted_at - ready,
         "validate_s": validated_at - converted_at,
+        "validate_cpu_s": validate_cpu,
         "convert_rss_mb": convert_rss,
         "passed": all(r.passed for r in reports),
         "cosine_to_fp32": [r.similarity.cosine for r in reports if r.similarity is not None],
@@ -457,13 +471,12 @@ def _check_outputs(contenders: list[Contender], model: Model) -> list[Check]:
     if cli_files == md_files:
         checks = [Check(True, f"both outputs hold the same {len(cli_files)} file names")]
     else:
-        checks = [
-            Check(
-                False,
-                f"the outputs hold different file names: only {CLI}: "
-                f"{sorted(cli_files - md_files)}; only {MD}: {sorted(md_files - cli_files)}",
-            )
+        sides = [
+            f"only {name}: {sorted(only)}"
+            for name, only in ((CLI, cli_files - md_files), (MD, md_files - cli_files))
+            if only
         ]
+        checks = [Check(False, f"the outputs hold different file names: {'; '.join(sides)}")]
     try:
         cosine = _cosine_of_outputs(model.folder, md_out / "openvino_model.xml", cli_out)
     except Exception as exc:  # OpenVINO raises plain RuntimeErrors; any of them fails the check
@@ -529,7 +542,8 @@ def _report(
         f"{model.parameters / 1e6:.1f} M parameters, {model.weight_bytes / 1e6:.1f} MB of "
         f"safetensors. Converted to {precision}; best of {args.repeat} run(s), median alongside.\n"
         "Times run from process start to exit, imports included; model-download's leaves out\n"
-        "the validation that follows the convert step in the same process."
+        "the validation that follows the convert step in the same process. Peak RSS: wait4's for\n"
+        "optimum-cli; for model-download the same counter read as convert_stored returns."
     )
     print()
     header = f"{'contender':<26}{'best s':>8}{'median s':>10}{'vs CLI':>8}{'peak RSS MB':>13}"
@@ -543,7 +557,7 @@ def _report(
     setup = md.steps("setup_s")
     print()
     print(
-        f"{MD}, inside its process: start-up and imports {min(setup):.2f} s before the call,\n"
+        f"{MD}, inside its process: imports and set-up {min(setup):.2f} s before the call,\n"
         f"convert_stored {min(convert):.2f} s (median {statistics.median(convert):.2f}); then "
         f"validate_stored {min(validate):.2f} s (median {statistics.median(validate):.2f}),\n"
         f"which brings the process to {min(r.wall for r in md.runs):.2f} s and "
@@ -557,22 +571,22 @@ def _report(
         f"  [{'met' if ratio <= TARGET_RATIO else 'MISSED'}] pipeline convert step <= "
         f"{TARGET_RATIO:.1f} x {CLI} time: {ratio:.2f} x"
     )
-    print(
-        f"  peak RSS: {CLI} {cli.peak_rss:.1f} MB; {MD} {md_rss:.1f} MB for the convert step, "
-        f"{md.peak_rss:.1f} MB with validation"
-    )
+    print(f"  peak RSS: {CLI} {cli.peak_rss:.1f} MB")
+    print(f"  peak RSS: {MD} {md_rss:.1f} MB, {md.peak_rss:.1f} MB with validation")
     print()
     print("checks (the last run of each):")
     for check in checks:
         print(f"  [{'ok' if check.ok else 'FAILED'}] {check.text}")
     print()
     print(
-        f"notes: {CLI} exports the fp32 IR to a temporary folder, compresses it there (nncf,\n"
-        "int8/int4; fp16 is saved compressed by the exporter) and moves the result to the output.\n"
-        f"{MD} exports fp32 into the store (hashing and linking each file), then for fp16, int8\n"
+        f"notes: {CLI} exports the fp32 IR to a temporary folder, then reads it back and\n"
+        "compresses it with nncf (int8, int4; fp16 is saved as fp16 by the export itself) and\n"
+        "moves the result to its output; it keeps no fp32 copy. model-download exports fp32 into\n"
+        "the store (hashing each file and linking it to the store's blobs), then for fp16, int8\n"
         "and int4 reads that IR back, compresses it with nncf into a second stored folder, and\n"
-        "keeps the fp32 IR as validation's reference: two stored conversions per run. Each of its\n"
-        "runs starts from a new store holding only the pulled model, so nothing is cached."
+        "keeps the fp32 IR as validation's reference: two stored conversions per run. Each of\n"
+        "its runs starts from a new store holding only the pulled model, so nothing is cached.\n"
+        "Other work on the machine shows up as spread between runs: compare best and median."
     )
 
 

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 #: The deployments this runner serves, by flow.
 DOWNLOAD_DEPLOYMENT = "download-models"
 PIPELINE_DEPLOYMENT = "pipeline"
+RECHECK_DEPLOYMENT = "recheck"
 
 
 def prefect_env(prefect_home: Path, api_url: str) -> dict[str, str]:
@@ -61,7 +62,7 @@ def serve_flows() -> None:
     from flows.download import download_models
     from flows.pipeline import pipeline
 
-    serve(
+    deployments = [
         download_models.to_deployment(
             name=DOWNLOAD_DEPLOYMENT,
             description="Download models from their hubs into the model store.",
@@ -72,6 +73,35 @@ def serve_flows() -> None:
             description="Download, convert to OpenVINO IR and validate models.",
             tags=["model-download"],
         ),
+    ]
+    if recheck := recheck_deployment():
+        deployments.append(recheck)
+    serve(*deployments)
+
+
+def recheck_deployment():
+    """The scheduled re-check of MODEL_DOWNLOAD_RECHECK_MODELS for new revisions, if any.
+
+    A re-check is the download flow: resolving always asks the hub, and a model whose branch
+    has not moved is a cache hit, so only new revisions are downloaded.
+    """
+    from flows.download import ModelSpec, download_models
+    from model_download.refs import parse_reference
+    from model_download.runtime import get_settings
+
+    settings = get_settings()
+    if not settings.recheck_models:
+        return None
+    specs = []
+    for text in settings.recheck_models:
+        ref = parse_reference(text)
+        specs.append(ModelSpec(hub=ref.hub, id=ref.id, revision=ref.revision).model_dump())
+    return download_models.to_deployment(
+        name=RECHECK_DEPLOYMENT,
+        description="Re-check the configured models for new revisions and download them.",
+        cron=settings.recheck_cron,
+        parameters={"models": specs},
+        tags=["model-download", "schedule"],
     )
 
 

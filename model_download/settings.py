@@ -112,6 +112,16 @@ class Settings(BaseSettings):
         validation_alias=_env("cors_origins"),
         description="Origins browsers may call the API from (JSON list); none by default.",
     )
+    recheck_models: list[str] = Field(
+        default_factory=list,
+        validation_alias=_env("recheck_models"),
+        description='Models the scheduled re-check keeps current, e.g. ["hf:org/name@main"].',
+    )
+    recheck_cron: str = Field(
+        "0 3 * * *",
+        validation_alias=_env("recheck_cron"),
+        description="When the re-check runs (cron, in UTC).",
+    )
     prefect_home: Path = Field(
         _DATA_HOME / "prefect",
         validation_alias=_env("prefect_home"),

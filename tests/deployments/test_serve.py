@@ -81,7 +81,11 @@ def test_served_deployment_runs_from_the_rest_api(hub: FakeHub, tmp_path: Path) 
         )
         schema = deployment["parameter_openapi_schema"]
         assert "models" in schema["properties"]  # the UI renders a form from this
-        pipeline = _call(f"{api}/deployments/name/pipeline/pipeline")
+        pipeline = _poll(
+            lambda: _call(f"{api}/deployments/name/pipeline/pipeline"),
+            lambda d: bool(d.get("id")),
+            timeout=60,
+        )
         assert "convert_concurrency" in pipeline["parameter_openapi_schema"]["properties"]
 
         run = _call(

@@ -1,0 +1,156 @@
+"""Scale-out as the README describes it: a Prefect server, a process work pool, the deployments
+of prefect.yaml, and two workers sharing one store, all on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from model_download.store.store import ModelStore
+from tests.conftest import REPO_ROOT, cli_env
+from tests.deployments.test_compose import load as load_compose
+from tests.deployments.test_serve import _free_port
+from tests.servers.hf_hub import FakeHub
+
+
+def _rest(url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="POST" if data else "GET",
+        headers={"Content-Type": "application/json"},
+    )
+    for attempt in range(20):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            # Prefect on SQLite answers 503 while its database is locked: retry, as its client.
+            if exc.code != 503 or attempt == 19:
+                raise
+        except urllib.error.URLError:
+            if attempt == 19:
+                raise
+        time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def test_two_workers_run_four_pipelines_into_one_store(tmp_path: Path) -> None:
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    models_dir = tmp_path / "models"
+    with FakeHub(tmp_path / "hub") as hub:
+        files = {
+            "a": {"config.json": b"{}", "w.bin": os.urandom(300_000)},
+            "b": {"config.json": b"[]", "w.bin": os.urandom(300_000)},
+        }
+        for name, content in files.items():
+            hub.commit(f"org/{name}", content)
+        env = cli_env(
+            PREFECT_HOME=str(tmp_path / "prefect"),
+            PREFECT_API_URL=api,
+            MODELS_DIR=str(models_dir),
+            HF_ENDPOINT=hub.url,
+            MODEL_DOWNLOAD_PROJECT_DIR=str(REPO_ROOT),
+        )
+        # The commands docker-compose.yml gives its services, on loopback instead of a network.
+        services = load_compose()["services"]
+        server = [a.replace("0.0.0.0", "127.0.0.1") for a in services["prefect-server"]["command"]]
+        server[server.index("--port") + 1] = str(port)
+        # "$$" is compose's escape for a "$" left to the shell.
+        worker = [part.replace("$$", "$") for part in services["worker"]["command"]]
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+        env["PREFECT_WORKER_QUERY_SECONDS"] = "1"  # compose polls every 2 s; tests are impatient
+        started: list[subprocess.Popen] = []
+        try:
+            started.append(
+                subprocess.Popen(
+                    server, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+            _rest_wait(f"{api}/health")
+            logs = [tmp_path / f"worker-{n}.log" for n in (1, 2)]
+            for log in logs:
+                started.append(
+                    subprocess.Popen(
+                        worker,
+                        env=env,
+                        cwd=REPO_ROOT,
+                        stdout=log.open("w"),
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+                # One at a time: each registers the pool and deployments before it polls.
+                _rest_wait(f"{api}/deployments/name/pipeline/pipeline")
+                _wait_for_text(log, "started")
+
+            deployment = _rest(f"{api}/deployments/name/pipeline/pipeline")
+            models = [{"id": "org/a", "convert": None}, {"id": "org/b", "convert": None}]
+            runs = [
+                _rest(
+                    f"{api}/deployments/{deployment['id']}/create_flow_run",
+                    {"parameters": {"models": models}},
+                )["id"]
+                for _ in range(4)
+            ]
+            states = [_final_state(api, run) for run in runs]
+        finally:
+            for process in reversed(started):
+                process.terminate()
+            for process in started:
+                process.wait(timeout=60)
+
+        assert states == ["COMPLETED"] * 4
+        by_worker = [len(_ran(log) & set(runs)) for log in logs]
+        assert sum(by_worker) == 4 and min(by_worker) >= 1, by_worker  # both workers worked
+        for name, content in files.items():
+            for path, data in content.items():
+                sent = sum(r.sent for r in hub.file_requests(f"org/{name}") if r.file == path)
+                assert sent == len(data), f"org/{name}/{path} sent {sent} of {len(data)}"
+        store = ModelStore(models_dir)
+        assert sorted(m.manifest.id for m in store.list()) == ["org/a", "org/b"]
+        assert all(store.verify(m) == [] for m in store.list())
+
+
+def _ran(log: Path) -> set[str]:
+    """The flow runs a worker ran: those it submitted, less those the server took back."""
+    text = log.read_text(errors="replace")
+    submitted = set(re.findall(r"submitting flow run '([0-9a-f-]{36})'", text))
+    aborted = set(re.findall(r"Aborted submission of flow run '([0-9a-f-]{36})'", text))
+    return submitted - aborted
+
+
+def _wait_for_text(log: Path, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, f"{log.name}: no {text!r} in {log.read_text()}"
+        time.sleep(0.5)
+
+
+def _rest_wait(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not come up"
+            time.sleep(0.5)
+
+
+def _final_state(api: str, run_id: str, timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = _rest(f"{api}/flow_runs/{run_id}")["state"]["type"]
+        if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return state
+        assert time.monotonic() < deadline, f"run {run_id} still {state}"
+        time.sleep(1)
