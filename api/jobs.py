@@ -7,6 +7,7 @@ restart: Prefect's database is the only record.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from uuid import UUID
 
@@ -172,19 +173,27 @@ async def _add_details(client: PrefectClient, run: FlowRun, job: JobPublic) -> N
     )
     for artifact in artifacts:
         if artifact.type == "progress" and artifact.data is not None:
-            job.progress = Progress(percent=float(artifact.data))
+            job.progress = _progress(float(artifact.data), artifact.description)
         if artifact.type == "table" and artifact.key == "pipeline":
             outcome = json.loads(artifact.data)[0] if artifact.data else {}
             job.stage = outcome.get("stage")
             job.result = {k: v for k, v in outcome.items() if k not in ("error",)}
             job.error = outcome.get("error")
     if job.status == "completed":
-        job.progress.percent = 100.0
+        job.progress = _progress(100.0, None, job.progress.bytes_total)
         job.stage = "done"
     elif job.status == "failed" and job.error is None and run.state is not None:
         job.error = run.state.message
     elif job.status == "processing" and job.stage is None:
         job.stage = await _running_stage(client, run.id)
+
+
+def _progress(percent: float, description: str | None, total: int | None = None) -> Progress:
+    # The download task's artifact says "Downloading <model>: <total> bytes".
+    if total is None and description and (found := re.search(r"(\d+) bytes", description)):
+        total = int(found.group(1))
+    done = round(total * percent / 100) if total is not None else None
+    return Progress(percent=percent, bytes_done=done, bytes_total=total)
 
 
 async def _running_stage(client: PrefectClient, run_id: UUID) -> str | None:

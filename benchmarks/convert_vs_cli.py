@@ -314,6 +314,8 @@ def _run_cli(cli: str, model: Model, hub_url: str, scratch: Path, args: argparse
         cmd += ["--group-size", str(args.group_size)]
     cmd.append(str(out))
     env = _clean_env(hub_url, HF_HUB_OFFLINE="1")
+    # The previous run's writes would otherwise be written back on this one's time.
+    os.sync()
     seconds, cpu, rss_mb, _ = _timed(cmd, env, scratch, args.timeout)
     if not (out / "openvino_model.xml").is_file():
         raise BenchError(f"{CLI} exited 0 but wrote no openvino_model.xml into {out}")
@@ -430,9 +432,8 @@ def _child(spec: dict[str, Any]) -> int:
 
     converted = convert_stored(source, options, store=store, registry=registry, settings=settings)
     converted_at = time.perf_counter()
-    # The same counter wait4 reads, before validation can raise it.
+    # The same counters wait4 reads, before validation adds to them.
     before = resource.getrusage(resource.RUSAGE_SELF)
-    # The same counter wait4 reads, before validation can raise it.
     convert_rss = before.ru_maxrss * 1024 / 1e6
 
     _, reports = validate_stored(converted, options, store=store)
@@ -542,16 +543,24 @@ def _report(
         f"{model.parameters / 1e6:.1f} M parameters, {model.weight_bytes / 1e6:.1f} MB of "
         f"safetensors. Converted to {precision}; best of {args.repeat} run(s), median alongside.\n"
         "Times run from process start to exit, imports included; model-download's leaves out\n"
-        "the validation that follows the convert step in the same process. Peak RSS: wait4's for\n"
-        "optimum-cli; for model-download the same counter read as convert_stored returns."
+        "the validation that follows the convert step in the same process. CPU s: user + system\n"
+        "time of all threads (best), which other load on the machine changes less. Peak RSS:\n"
+        "wait4's for optimum-cli; for model-download the same counter read as convert_stored\n"
+        "returns."
     )
     print()
-    header = f"{'contender':<26}{'best s':>8}{'median s':>10}{'vs CLI':>8}{'peak RSS MB':>13}"
+    header = (
+        f"{'contender':<24}{'best s':>8}{'median s':>10}{'vs CLI':>8}"
+        f"{'CPU s':>8}{'vs CLI':>8}{'peak RSS MB':>13}"
+    )
     print(header)
     print("-" * len(header))
     md_rss = max(md.steps("convert_rss_mb"))
     for c, rss in ((cli, cli.peak_rss), (md, md_rss)):
-        print(f"{c.name:<26}{c.best:>8.2f}{c.median:>10.2f}{c.best / cli.best:>8.2f}{rss:>13.1f}")
+        print(
+            f"{c.name:<24}{c.best:>8.2f}{c.median:>10.2f}{c.best / cli.best:>8.2f}"
+            f"{c.best_cpu:>8.2f}{c.best_cpu / cli.best_cpu:>8.2f}{rss:>13.1f}"
+        )
     validate = md.steps("validate_s")
     convert = md.steps("convert_s")
     setup = md.steps("setup_s")

@@ -110,7 +110,7 @@ class ArtifactProgress(Progress):
     def start(self, label: str, total: int) -> None:
         self._total = max(total, 1)
         self._artifact = create_progress_artifact(
-            progress=0.0, description=f"Downloading {label} ({total:,} bytes)"
+            progress=0.0, description=f"Downloading {label}: {total} bytes"
         )
 
     def advance(self, label: str, nbytes: int) -> None:

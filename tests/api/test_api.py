@@ -57,7 +57,7 @@ def _wait_http(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(url, timeout=2).status_code < 500:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -156,7 +156,8 @@ def test_the_api_key_is_enforced(service: Service) -> None:
 
 
 def test_a_v1_request_becomes_a_completed_job_with_files_in_the_store(service: Service) -> None:
-    service.hub.commit("org/tiny", _files("v1"))
+    files = _files("v1")
+    service.hub.commit("org/tiny", files)
     body = {
         "models": [
             {
@@ -180,6 +181,8 @@ def test_a_v1_request_becomes_a_completed_job_with_files_in_the_store(service: S
 
     assert job["status"] == "completed", job
     assert job["model_name"] == "org/tiny" and job["progress"]["percent"] == 100.0
+    size = sum(len(data) for data in files.values())
+    assert job["progress"]["bytes_total"] == job["progress"]["bytes_done"] == size
     stored = Path(job["result"]["stored"])
     assert stored.is_relative_to(service.models) and (stored / "model.safetensors").is_file()
     with service.client() as client:
@@ -218,6 +221,7 @@ def test_parallel_downloads_run_together_and_in_turn_otherwise(service: Service)
     for name in ("org/s1", "org/s2"):
         service.hub.commit(name, _files(name))
     models = [{"name": "org/s1", "hub": "huggingface"}, {"name": "org/s2", "hub": "huggingface"}]
+    service.hub.clear_log()
     with service.client() as client:
         serial = client.post("/models/download", json={"models": models}).json()
     first, second = (service.wait_job(job_id) for job_id in serial["job_ids"])
