@@ -34,6 +34,7 @@ from model_download.errors import (
     ServiceUnavailableError,
     UnknownPluginError,
 )
+from model_download.ovms import ServableOptions
 
 DEPLOYMENT = f"pipeline/{PIPELINE_DEPLOYMENT}"
 #: Tasks the exporter knows for each model type of the v1 API.
@@ -82,7 +83,16 @@ def to_spec(model: ModelRequest, known_hubs: list[str]) -> PipelineSpec:
             sym=ov.sym if ov else None,
             trust_remote_code=ov.trust_remote_code if ov else False,
         )
-    spec = PipelineSpec(hub=hub, id=model.name, revision=model.revision, convert=convert)
+    ovms = None
+    if model.is_ovms:
+        if convert is None or model.type not in ("llm", "embeddings"):
+            raise InvalidReferenceError(
+                f"is_ovms prepares a converted model of type llm or embeddings: use hub "
+                f"'openvino' and one of those types for {model.name!r}."
+            )
+        cache = config.cache_size if config and config.cache_size else 10
+        ovms = ServableOptions(name=model.name, cache_size=cache)
+    spec = PipelineSpec(hub=hub, id=model.name, revision=model.revision, convert=convert, ovms=ovms)
     spec.reference()  # raises InvalidReferenceError for a bad name or revision
     return spec
 

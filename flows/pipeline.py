@@ -22,6 +22,7 @@ from flows.download import ModelSpec
 from flows.naming import models_run_name
 from model_download.conversion import ConvertOptions
 from model_download.errors import ModelDownloadError
+from model_download.ovms import ServableOptions, write_servable
 from model_download.runtime import get_settings, get_store
 from model_download.store.store import StoredModel, check_export_path
 from tasks.convert import convert_fresh, validate_model
@@ -34,6 +35,9 @@ class PipelineSpec(ModelSpec):
     convert: ConvertOptions | None = Field(
         default_factory=ConvertOptions, description="Conversion asked; null: download only."
     )
+    ovms: ServableOptions | None = Field(
+        None, description="Also lay the result out for OpenVINO Model Server."
+    )
 
 
 class PipelineOutcome(BaseModel):
@@ -41,13 +45,14 @@ class PipelineOutcome(BaseModel):
 
     model: str
     status: Literal["done", "failed"]
-    stage: Literal["download", "convert", "validate", "done"]
+    stage: Literal["download", "convert", "validate", "serve", "done"]
     stored: str | None = None
     converted: str | None = None
     precision: str | None = None
     device: str | None = None
     validated: bool | None = None
     exported: str | None = None
+    ovms: str | None = None
     error: str | None = None
 
 
@@ -98,6 +103,10 @@ def process_model(
         validate_model(converted, spec.convert)
         outcome.validated = True
         outcome.exported = _export(converted, export_to)
+        if spec.ovms is not None:
+            outcome.stage = "serve"
+            servable = write_servable(converted, spec.ovms, spec.convert.device, get_store().root)
+            outcome.ovms = str(servable)
         outcome.status, outcome.stage = "done", "done"
     except ModelDownloadError as exc:
         outcome.error = str(exc)

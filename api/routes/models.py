@@ -94,6 +94,8 @@ def _stored_result(spec: PipelineSpec, store: ModelStore, registry: Registry) ->
         return None
     if spec.convert is None:
         return found[0]
+    if spec.ovms is not None:
+        return None  # the servable folder is laid out by a run
     try:
         converter = choose_converter(registry, found[0].manifest, spec.convert)
     except ModelDownloadError:

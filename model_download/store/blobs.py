@@ -42,6 +42,8 @@ class BlobStore:
         except FileNotFoundError:
             return False
         os.replace(tmp, dest)
+        # Renaming a link over another link to the same file does nothing: drop ours.
+        tmp.unlink(missing_ok=True)
         return True
 
     def adopt(self, sha256: str, file: Path) -> None:

@@ -7,6 +7,7 @@ precision of a model costs seconds, and the fp32 IR is there as validation's ref
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -50,7 +51,25 @@ def compress_ir(fp32: Path, options: ConvertOptions, staging: Path) -> dict[str,
     for xml in models:
         target = staging / xml.relative_to(fp32)
         record.update(_compress_one(xml, target, options))
+    if options.precision in ("int8", "int4") and (fp32 / "config.json").is_file():
+        _write_openvino_config(staging, options)
     return record
+
+
+def _write_openvino_config(staging: Path, options: ConvertOptions) -> None:
+    # optimum-cli leaves this beside weight-compressed models, and optimum-intel reads it back
+    # to know how the weights were compressed; keep the folder the same as the CLI's.
+    params = _nncf_params(options)
+    config = {
+        "dtype": options.precision,
+        "quantization_config": {
+            "bits": 8 if options.precision == "int8" else 4,
+            "sym": bool(options.sym),
+            "group_size": params.get("group_size", -1),
+            "ratio": params.get("ratio", 1.0),
+        },
+    }
+    (staging / "openvino_config.json").write_text(json.dumps(config, indent=2))
 
 
 def _compress_one(xml: Path, target: Path, options: ConvertOptions) -> dict[str, Any]:

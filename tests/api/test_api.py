@@ -323,6 +323,13 @@ def test_a_token_used_for_a_private_repo_is_stored_nowhere(service: Service) -> 
             422,
             "precision",
         ),
+        (
+            "post",
+            "/models/download",
+            {"models": [{"name": "a/b", "hub": "openvino", "type": "vision", "is_ovms": True}]},
+            400,
+            "is_ovms prepares",
+        ),
         ("get", "/jobs/00000000-0000-0000-0000-000000000000", None, 404, "not found"),
         ("get", "/jobs/not-a-uuid", None, 422, "job_id"),
         ("post", "/jobs/00000000-0000-0000-0000-000000000000/cancel", None, 404, "not found"),
@@ -353,3 +360,33 @@ def test_a_prefect_server_that_is_down_gives_503(service: Service) -> None:
         api.wait(timeout=20)
     assert response.status_code == 503
     assert "Prefect server is unreachable" in response.text
+
+
+def test_is_ovms_gives_a_model_server_ready_folder(service: Service, tmp_path: Path) -> None:
+    pytest.importorskip("optimum.exporters.openvino")
+    from tests.models.tiny import build_tiny_gpt2, repo_files
+
+    service.hub.commit("tiny/llm", repo_files(build_tiny_gpt2(tmp_path / "gpt2", seed=7)))
+    body = {
+        "models": [
+            {
+                "name": "tiny/llm",
+                "hub": "openvino",
+                "type": "llm",
+                "is_ovms": True,
+                "config": {"precision": "int8", "device": "CPU", "cache_size": 2},
+            }
+        ]
+    }
+    with service.client() as client:
+        answer = client.post("/models/download", json=body).json()
+    job = service.wait_job(answer["job_ids"][0], timeout=300)
+
+    assert job["status"] == "completed", job
+    servable = Path(job["result"]["ovms"])
+    graph = (servable / "graph.pbtxt").read_text()
+    assert "HttpLLMCalculator" in graph and "cache_size: 2" in graph and '"CPU"' in graph
+    assert (servable / "openvino_model.xml").is_file()
+    assert (servable / "openvino_tokenizer.xml").is_file()
+    config = json.loads((servable.parent.parent / "config.json").read_text())
+    assert {"name": "tiny/llm", "base_path": "tiny/llm"} in config["mediapipe_config_list"]

@@ -9,78 +9,22 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from model_download import errors
 from model_download.conversion import ConvertOptions
-from model_download.convert import CONVERTED_HUB, convert_stored
-from model_download.pull import download_resolved, resolve_reference
-from model_download.refs import parse_reference
-from model_download.settings import Settings
+from model_download.convert import CONVERTED_HUB
 from model_download.store.store import ModelStore, StoredModel
-from model_download.validate import validate_stored
-from plugins.registry import Registry
+from tests.conversion.conftest import Service
 from tests.models.tiny import (
     SENTENCES,
-    build_tiny_bert,
-    build_tiny_gpt2,
-    build_tiny_onnx,
     repo_files,
 )
 from tests.servers.hf_hub import FakeHub
 
 pytest.importorskip("optimum.exporters.openvino")
-
-
-class Service:
-    """A store, registry and settings pointed at the module's hub."""
-
-    def __init__(self, root: Path, hub: FakeHub, **settings) -> None:
-        self.settings = Settings(models_dir=root, hf_endpoint=hub.url, **settings)
-        self.store = ModelStore(root)
-        self.registry = Registry(self.settings)
-
-    def pull(self, model: str) -> StoredModel:
-        resolved = resolve_reference(parse_reference(model), self.registry)
-        return download_resolved(resolved, store=self.store, registry=self.registry)
-
-    def convert(self, source: StoredModel, **options) -> StoredModel:
-        return convert_stored(
-            source,
-            ConvertOptions(**options),
-            store=self.store,
-            registry=self.registry,
-            settings=self.settings,
-        )
-
-    def validate(self, model: StoredModel, **options):
-        return validate_stored(model, ConvertOptions(**options), store=self.store)
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    return {
-        "bert": build_tiny_bert(root / "bert"),
-        "gpt2": build_tiny_gpt2(root / "gpt2"),
-        "onnx": build_tiny_onnx(root / "onnx").parent,
-    }
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Iterator[FakeHub]:
-    with FakeHub(tmp_path_factory.mktemp("hub")) as server:
-        for name, folder in models.items():
-            server.commit(f"tiny/{name}", repo_files(folder))
-        yield server
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, hub: FakeHub) -> Service:
-    return Service(tmp_path_factory.mktemp("store"), hub)
 
 
 def _bin_size(model: StoredModel) -> int:
@@ -193,13 +137,13 @@ def test_npu_gets_static_shapes(service: Service) -> None:
     assert any("NPU is not present" in w for w in report.warnings)
 
 
-def _variant(hub: FakeHub, base: Path, repo: str, tmp_path: Path, edit) -> None:
+def _variant(tiny_hub: FakeHub, base: Path, repo: str, tmp_path: Path, edit) -> None:
     folder = tmp_path / repo.replace("/", "_")
     shutil.copytree(base, folder)
     config = json.loads((folder / "config.json").read_text())
     edit(config)
     (folder / "config.json").write_text(json.dumps(config))
-    hub.commit(repo, repo_files(folder))
+    tiny_hub.commit(repo, repo_files(folder))
 
 
 def _nothing_converted(store: ModelStore, model_id: str) -> bool:
@@ -209,10 +153,10 @@ def _nothing_converted(store: ModelStore, model_id: str) -> bool:
 
 
 def test_remote_code_is_refused_unless_allowed(
-    service: Service, hub: FakeHub, models: dict[str, Path], tmp_path: Path
+    service: Service, tiny_hub: FakeHub, models: dict[str, Path], tmp_path: Path
 ) -> None:
     _variant(
-        hub,
+        tiny_hub,
         models["bert"],
         "tiny/remote",
         tmp_path,
@@ -225,10 +169,10 @@ def test_remote_code_is_refused_unless_allowed(
 
 
 def test_a_model_whose_task_is_unknown_names_the_option(
-    service: Service, hub: FakeHub, models: dict[str, Path], tmp_path: Path
+    service: Service, tiny_hub: FakeHub, models: dict[str, Path], tmp_path: Path
 ) -> None:
     _variant(
-        hub,
+        tiny_hub,
         models["bert"],
         "tiny/notask",
         tmp_path,
@@ -239,10 +183,10 @@ def test_a_model_whose_task_is_unknown_names_the_option(
 
 
 def test_an_architecture_optimum_cannot_export_fails_cleanly(
-    service: Service, hub: FakeHub, models: dict[str, Path], tmp_path: Path
+    service: Service, tiny_hub: FakeHub, models: dict[str, Path], tmp_path: Path
 ) -> None:
     _variant(
-        hub,
+        tiny_hub,
         models["bert"],
         "tiny/alien",
         tmp_path,
@@ -253,8 +197,8 @@ def test_an_architecture_optimum_cannot_export_fails_cleanly(
     assert _nothing_converted(service.store, "huggingface/tiny/alien")
 
 
-def test_too_little_memory_is_refused_before_work(hub: FakeHub, tmp_path: Path) -> None:
-    tight = Service(tmp_path / "store", hub, convert_memory_limit=1000)
+def test_too_little_memory_is_refused_before_work(tiny_hub: FakeHub, tmp_path: Path) -> None:
+    tight = Service(tmp_path / "store", tiny_hub, convert_memory_limit=1000)
     source = tight.pull("hf:tiny/bert")
     with pytest.raises(errors.InsufficientMemoryError, match="needs about"):
         tight.convert(source, precision="fp32")
@@ -262,10 +206,10 @@ def test_too_little_memory_is_refused_before_work(hub: FakeHub, tmp_path: Path) 
 
 
 def test_a_repo_already_in_ir_is_validated_without_conversion(
-    service: Service, hub: FakeHub
+    service: Service, tiny_hub: FakeHub
 ) -> None:
     converted = service.convert(service.pull("hf:tiny/bert"), precision="fp16")
-    hub.commit(
+    tiny_hub.commit(
         "OpenVINO/tiny-bert-ov", {f.path: converted.path / f.path for f in converted.manifest.files}
     )
     source = service.pull("hf:OpenVINO/tiny-bert-ov")
@@ -312,7 +256,7 @@ def test_the_layout_is_optimum_clis(
             "--task",
             "text-generation-with-past",
             "--weight-format",
-            "fp16",
+            "int8",
             str(out),
         ],
         check=True,
@@ -320,6 +264,6 @@ def test_the_layout_is_optimum_clis(
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         timeout=300,
     )
-    ours = service.convert(service.pull("hf:tiny/gpt2"), precision="fp16")
+    ours = service.convert(service.pull("hf:tiny/gpt2"), precision="int8")
     theirs = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert {f.path for f in ours.manifest.files} == theirs
