@@ -31,9 +31,11 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## bench: the download throughput benchmark (loopback only)
+## bench: the benchmarks (loopback only; each prints ratios to its reference)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pull_throughput.py
+	CI=true $(BIN)/python benchmarks/convert_vs_cli.py
+	$(BIN)/python benchmarks/api_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -67,6 +67,8 @@ def test_served_deployment_runs_from_the_rest_api(hub: FakeHub, tmp_path: Path) 
         env=cli_env(
             MODEL_DOWNLOAD_PREFECT_HOME=str(tmp_path / "prefect"),
             MODEL_DOWNLOAD_API_PORT=str(_free_port()),
+            MODEL_DOWNLOAD_RECHECK_MODELS='["hf:org/model@main"]',
+            MODEL_DOWNLOAD_RECHECK_CRON="*/30 * * * *",
         ),
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
@@ -87,6 +89,13 @@ def test_served_deployment_runs_from_the_rest_api(hub: FakeHub, tmp_path: Path) 
             timeout=60,
         )
         assert "convert_concurrency" in pipeline["parameter_openapi_schema"]["properties"]
+        recheck = _poll(
+            lambda: _call(f"{api}/deployments/name/download-models/recheck"),
+            lambda d: bool(d.get("id")),
+            timeout=60,
+        )
+        assert recheck["schedules"][0]["schedule"]["cron"] == "*/30 * * * *"
+        assert recheck["parameters"]["models"][0]["id"] == "org/model"
 
         run = _call(
             f"{api}/deployments/{deployment['id']}/create_flow_run",
