@@ -7,7 +7,8 @@ and Prefect home. Two things are measured in one run:
 
 - A cached request: after one pull of ``org/small`` through the API, ``--requests`` sequential
   ``POST /api/v1/models/download`` of it on one keep-alive connection, each answered from the
-  store with no flow run started; ``GET /api/v1/health`` alongside, the floor of the HTTP stack.
+  store (the API records a Completed flow run and starts none); ``GET /api/v1/health``
+  alongside, the floor of the HTTP stack.
 - A small model (2 files of 1 MB, a new repo each run): POST until ``GET /jobs/{id}`` (polled
   every 50 ms) says completed, against ``flows.pipeline.pipeline`` called directly in a
   long-lived child process pointed at the same Prefect server and store.
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     os.environ.update(QUIET_ENV)
     if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))  # tests.* and the flows are not installed
+        sys.path.insert(0, str(REPO_ROOT))  # tests.* is not installed, only the project
     if args.direct_child:
         return _direct_child()
 
@@ -126,10 +127,11 @@ def main(argv: list[str] | None = None) -> int:
                 if service is not None:
                     _stop_service(service.process)
         return 0
-    except BenchError as exc:
+    except (BenchError, httpx.HTTPError, subprocess.SubprocessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         if service is not None:
-            print(f"(service log: {service.log})", file=sys.stderr)
+            where = f"in {service.log}" if args.keep else "with --keep to keep it"
+            print(f"(the service's log: {where})", file=sys.stderr)
         return 1
     finally:
         if args.keep:
@@ -180,6 +182,8 @@ def _run(args: argparse.Namespace, hub, service: Service, direct: DirectChild) -
         direct.run("org/direct-warmup", args.timeout)
         api_runs: list[Timing] = []
         direct_runs: list[Timing] = []
+        api_phases: list[Phases] = []
+        direct_phases: list[Phases] = []
         for i in range(1, args.repeat + 1):
             api_repo, direct_repo = f"org/small-{i}", f"org/direct-{i}"
             api_files, direct_files = _commit(hub, api_repo), _commit(hub, direct_repo)
@@ -190,12 +194,15 @@ def _run(args: argparse.Namespace, hub, service: Service, direct: DirectChild) -
             _check_files(direct_repo, Path(stored), direct_files)
             api_runs.append(api)
             direct_runs.append(run)
+            # Read after both clocks stopped, so the reads slow neither.
+            api_phases.append(_api_phases(service.prefect, api))
+            direct_phases.append(_direct_phases(service.prefect, run))
+            steps = ", ".join(f"{v:.2f}" for k, v in api_phases[-1].values.items() if k != "total")
             print(
-                f"run {i}/{args.repeat}  API {api.seconds:6.2f} s   direct {run.seconds:6.2f} s",
+                f"run {i}/{args.repeat}  API {api.seconds:6.2f} s ({steps})"
+                f"   direct {run.seconds:6.2f} s",
                 file=sys.stderr,
             )
-    api_phases = [_api_phases(service.prefect, t) for t in api_runs]
-    direct_phases = [_direct_phases(service.prefect, t) for t in direct_runs]
     _report(
         args,
         cached,
@@ -363,7 +370,8 @@ def _measure_cached(
 
     print(f"timing {args.requests} cached requests...", file=sys.stderr)
     for _ in range(WARMUP_REQUESTS):
-        timed(post), timed(health)
+        timed(post)
+        timed(health)
     hub.clear_log()
     posts, healths = [], []
     # Taking turns, so a busy spell of the machine falls on both alike.
@@ -389,7 +397,7 @@ def _prefect_calls(service: Service, count: int) -> dict[str, float]:
 
     import certifi
 
-    # Read when Prefect is imported, which nothing here has done yet.
+    # Prefect reads these when it is imported, which nothing here has done yet.
     os.environ["PREFECT_API_URL"] = service.prefect
     os.environ["PREFECT_HOME"] = str(service.prefect_home)
     from prefect.client.orchestration import get_client
@@ -400,7 +408,7 @@ def _prefect_calls(service: Service, count: int) -> dict[str, float]:
     parameters = {"models": [{"hub": "huggingface", "id": CACHED_REPO}], "export_to": None}
     steps = {
         "new PrefectClient, as api/deps.py makes one per request": [],
-        "  of which its SSL context (certifi's CA bundle)": [],
+        "  its SSL context alone (certifi's CA bundle, built each time)": [],
         "read_deployment_by_name": [],
         "create_flow_run_from_deployment, state Completed": [],
         "close the client": [],

@@ -3,7 +3,6 @@ of prefect.yaml, and two workers sharing one store, all on this machine."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -15,36 +14,13 @@ from pathlib import Path
 
 from model_download.store.store import ModelStore
 from tests.conftest import REPO_ROOT, cli_env
+from tests.deployments.rest import call, free_port
 from tests.deployments.test_compose import load as load_compose
-from tests.deployments.test_serve import _free_port
 from tests.servers.hf_hub import FakeHub
 
 
-def _rest(url: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method="POST" if data else "GET",
-        headers={"Content-Type": "application/json"},
-    )
-    for attempt in range(20):
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            # Prefect on SQLite answers 503 while its database is locked: retry, as its client.
-            if exc.code != 503 or attempt == 19:
-                raise
-        except urllib.error.URLError:
-            if attempt == 19:
-                raise
-        time.sleep(0.5)
-    raise AssertionError("unreachable")
-
-
 def test_two_workers_run_four_pipelines_into_one_store(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     models_dir = tmp_path / "models"
     with FakeHub(tmp_path / "hub") as hub:
@@ -92,10 +68,10 @@ def test_two_workers_run_four_pipelines_into_one_store(tmp_path: Path) -> None:
                 _rest_wait(f"{api}/deployments/name/pipeline/pipeline")
                 _wait_for_text(log, "started")
 
-            deployment = _rest(f"{api}/deployments/name/pipeline/pipeline")
+            deployment = call(f"{api}/deployments/name/pipeline/pipeline")
             models = [{"id": "org/a", "convert": None}, {"id": "org/b", "convert": None}]
             runs = [
-                _rest(
+                call(
                     f"{api}/deployments/{deployment['id']}/create_flow_run",
                     {"parameters": {"models": models}},
                 )["id"]
@@ -149,7 +125,7 @@ def _rest_wait(url: str, timeout: float = 120) -> None:
 def _final_state(api: str, run_id: str, timeout: float = 180) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        state = _rest(f"{api}/flow_runs/{run_id}")["state"]["type"]
+        state = call(f"{api}/flow_runs/{run_id}")["state"]["type"]
         if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return state
         assert time.monotonic() < deadline, f"run {run_id} still {state}"
