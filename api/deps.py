@@ -6,7 +6,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, status
+from fastapi import Depends, Header, HTTPException, Request, status
 from prefect.client.orchestration import PrefectClient, get_client
 
 from model_download.runtime import get_registry, get_settings, get_store
@@ -34,9 +34,18 @@ def require_api_key(
         )
 
 
-async def prefect_client() -> AsyncIterator[PrefectClient]:
-    async with get_client() as client:
+async def prefect_client(request: Request) -> AsyncIterator[PrefectClient]:
+    """The app's Prefect client, opened once at start-up (see api.main's lifespan).
+
+    One client for the app's life: a new one per request costs a TLS context and a connection,
+    tens of milliseconds, which is most of a cached request's time.
+    """
+    client = getattr(request.app.state, "prefect", None)
+    if client is not None:
         yield client
+        return
+    async with get_client() as fresh:
+        yield fresh
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -6,6 +6,7 @@ restart: Prefect's database is the only record.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -19,6 +20,9 @@ from prefect.client.schemas.filters import (
     DeploymentFilterName,
     FlowRunFilter,
     FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
@@ -97,6 +101,31 @@ def to_spec(model: ModelRequest, known_hubs: list[str]) -> PipelineSpec:
     return spec
 
 
+def job_tag(spec: PipelineSpec, export_to: str | None) -> str:
+    """A tag naming what a job makes: the same request gives the same tag."""
+    payload = json.dumps([spec.model_dump(mode="json"), export_to], sort_keys=True)
+    return "job:" + hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+async def finished_jobs(
+    client: PrefectClient, specs: list[PipelineSpec], export_to: str | None
+) -> list[str] | None:
+    """The completed jobs that made each of these results, if every one has one."""
+    ids = []
+    for spec in specs:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[job_tag(spec, export_to)]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
+            ),
+            limit=1,
+        )
+        if not runs:
+            return None
+        ids.append(str(runs[0].id))
+    return ids
+
+
 async def create_jobs(
     client: PrefectClient,
     specs: list[PipelineSpec],
@@ -106,13 +135,7 @@ async def create_jobs(
     done: bool,
 ) -> list[str]:
     """One flow run per model; in turn unless ``parallel``; already Completed when ``done``."""
-    try:
-        deployment = await client.read_deployment_by_name(DEPLOYMENT)
-    except ObjectNotFound as exc:
-        raise ServiceUnavailableError(
-            f"the {DEPLOYMENT} deployment is not served: start the service (make run) or a "
-            "worker of its work pool."
-        ) from exc
+    deployment_id = await _deployment_id(client)
     ids: list[str] = []
     for spec in specs:
         parameters: dict[str, Any] = {
@@ -123,13 +146,36 @@ async def create_jobs(
             parameters["after"] = ids[-1]
         state = Completed(message="already in the store") if done else None
         run = await client.create_flow_run_from_deployment(
-            deployment.id,
+            deployment_id,
             parameters=parameters,
             state=state,
-            tags=["model-download", "api"],
+            tags=["model-download", "api", job_tag(spec, export_to)],
         )
         ids.append(str(run.id))
     return ids
+
+
+_DEPLOYMENT_IDS: dict[str, UUID] = {}
+
+
+async def _deployment_id(client: PrefectClient) -> UUID:
+    # Looked up once per process: the id changes only if the deployment is deleted and served
+    # again; the route then forgets it (forget_deployment) and the next request looks again.
+    key = str(client.api_url)
+    if key not in _DEPLOYMENT_IDS:
+        try:
+            deployment = await client.read_deployment_by_name(DEPLOYMENT)
+        except ObjectNotFound as exc:
+            raise ServiceUnavailableError(
+                f"the {DEPLOYMENT} deployment is not served: start the service (make run) or "
+                "a worker of its work pool."
+            ) from exc
+        _DEPLOYMENT_IDS[key] = deployment.id
+    return _DEPLOYMENT_IDS[key]
+
+
+def forget_deployment() -> None:
+    _DEPLOYMENT_IDS.clear()
 
 
 async def read_job(client: PrefectClient, job_id: UUID) -> JobPublic:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from api.deps import require_api_key
@@ -35,6 +38,7 @@ def create_app() -> FastAPI:
     """The API application; settings come from the environment (see README)."""
     settings = get_settings()
     app = FastAPI(
+        lifespan=_lifespan,
         title="model-download",
         version="1",
         summary="Fetch AI models into a verified store, convert them to OpenVINO IR, validate.",
@@ -54,6 +58,14 @@ def create_app() -> FastAPI:
         app.include_router(router, prefix=PREFIX, dependencies=guarded)
     _add_error_handlers(app)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async with get_client() as client:
+        app.state.prefect = client
+        yield
+    app.state.prefect = None
 
 
 def _add_error_handlers(app: FastAPI) -> None:

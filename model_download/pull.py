@@ -57,8 +57,10 @@ def download_resolved(
     model in the store. Nothing is listed before every file is fetched and verified.
     """
     ref = resolved.reference
+    hub = registry.hub(ref.hub)
     if stored := find_in_store(store, resolved):
         _remember_name(store, resolved)
+        hub.on_stored(stored, store)
         return stored
 
     with store.locked(ref.hub, ref.id, resolved.revision) as lock:
@@ -66,9 +68,9 @@ def download_resolved(
         if stored := find_in_store(store, resolved):
             logger.info("%s was stored by another process while we waited", ref)
             _remember_name(store, resolved)
+            hub.on_stored(stored, store)
             return stored
 
-        hub = registry.hub(ref.hub)
         staging = store.staging_dir(ref.hub, ref.id, resolved.revision)
         files = _fetch_all(hub, resolved, staging, store, progress, file_concurrency)
         if not lock.is_held():
@@ -90,6 +92,7 @@ def download_resolved(
         )
         stored = store.publish(staging, manifest)
     logger.info("stored %s at %s", ref, stored.path)
+    hub.on_stored(stored, store)
     return stored
 
 

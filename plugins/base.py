@@ -18,6 +18,7 @@ from model_download.refs import ModelReference
 from model_download.resolved import RemoteFile, ResolvedModel
 from model_download.settings import Settings
 from model_download.store.manifest import Manifest
+from model_download.store.store import ModelStore, StoredModel
 
 
 def require_packages(*modules: str, extra: str = "openvino") -> None:
@@ -75,6 +76,12 @@ class HubPlugin(Plugin):
     @abstractmethod
     def resolve(self, reference: ModelReference) -> ResolvedModel:
         """Pin ``reference`` to an immutable revision and list the files it selects."""
+
+    def on_stored(self, stored: StoredModel, store: ModelStore) -> None:
+        """Called after a model of this hub is in the store (new or found): a place to lay it
+        out for a tool that reads its own layout. Must be idempotent. The default does nothing.
+        """
+        return None
 
     @abstractmethod
     def fetch_file(

@@ -1,4 +1,5 @@
 from fastapi import APIRouter, Query
+from prefect.exceptions import ObjectNotFound
 
 from api import jobs
 from api.deps import PrefectDep, RegistryDep, StoreDep
@@ -40,9 +41,20 @@ async def download_models(
     if done and download_path is not None:
         for result in stored:
             store.export(result, download_path)
-    ids = await jobs.create_jobs(
-        client, specs, parallel=request.parallel_downloads, export_to=download_path, done=done
-    )
+    # The jobs that made them answer for them; only results made otherwise get a new record.
+    ids = await jobs.finished_jobs(client, specs, download_path) if done else None
+    if ids is None:
+        try:
+            ids = await jobs.create_jobs(
+                client,
+                specs,
+                parallel=request.parallel_downloads,
+                export_to=download_path,
+                done=done,
+            )
+        except ObjectNotFound:
+            jobs.forget_deployment()  # served again under a new id since we looked it up
+            raise
     if done:
         return DownloadResponse(message="already in the store", job_ids=ids, status="completed")
     return DownloadResponse(message=f"started {len(ids)} job(s)", job_ids=ids, status="processing")

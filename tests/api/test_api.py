@@ -203,6 +203,7 @@ def test_a_stored_request_answers_at_once_without_a_run(service: Service) -> Non
         again = client.post("/models/download", json=body)
         elapsed = time.monotonic() - started
     assert again.json()["status"] == "completed"
+    assert again.json()["job_ids"] == first["job_ids"]  # the job that stored it answers
     assert elapsed < 2 and service.hub.requests == []
     assert service.wait_job(again.json()["job_ids"][0], timeout=5)["status"] == "completed"
 
