@@ -15,6 +15,7 @@ stops the service.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from importlib import import_module, metadata
 from typing import Literal
@@ -62,15 +63,26 @@ class Registry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._plugins: dict[tuple[Kind, str], PluginInfo] = {}
-        for kind in GROUPS:
-            for name, target in _candidates(kind):
-                if (kind, name) not in self._plugins:
-                    self._plugins[(kind, name)] = self._load(kind, name, target)
+        self._loaded: set[Kind] = set()
+        self._lock = threading.Lock()
 
     def plugins(self, kind: Kind | None = None) -> list[PluginInfo]:
         """Every plugin found, available or not, sorted by kind and name."""
+        for each in GROUPS if kind is None else (kind,):
+            self._load_kind(each)
         found = [p for p in self._plugins.values() if kind is None or p.kind == kind]
         return sorted(found, key=lambda p: (p.kind, p.name))
+
+    def _load_kind(self, kind: Kind) -> None:
+        # Each kind is loaded when first asked for: a process that only converts does not pay
+        # for importing the hubs' SDKs, nor one that only downloads for the converters'.
+        with self._lock:
+            if kind in self._loaded:
+                return
+            for name, target in _candidates(kind):
+                if (kind, name) not in self._plugins:
+                    self._plugins[(kind, name)] = self._load(kind, name, target)
+            self._loaded.add(kind)
 
     def hub(self, name: str) -> HubPlugin:
         """The hub plugin ``name``.
@@ -90,6 +102,7 @@ class Registry:
         return plugin
 
     def _get(self, kind: Kind, name: str) -> Plugin:
+        self._load_kind(kind)
         info = self._plugins.get((kind, name))
         if info is None:
             known = ", ".join(p.name for p in self.plugins(kind)) or "none"
