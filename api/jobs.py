@@ -39,6 +39,7 @@ from model_download.errors import (
     UnknownPluginError,
 )
 from model_download.ovms import ServableOptions
+from plugins.hubs.openvino import DEFAULT_ORG as OPENVINO_ORG
 
 DEPLOYMENT = f"pipeline/{PIPELINE_DEPLOYMENT}"
 #: Tasks the exporter knows for each model type of the v1 API.
@@ -69,12 +70,13 @@ def to_spec(model: ModelRequest, known_hubs: list[str]) -> PipelineSpec:
     service; a ``config.precision`` on another hub asks for the same conversion.
     """
     config = model.config
-    if model.hub != "openvino" and model.hub not in known_hubs:
+    if model.hub not in known_hubs:
         raise UnknownPluginError(
-            f"unknown hub {model.hub!r}: this service supports {', '.join(known_hubs)} and "
-            "openvino (a Hugging Face model converted to OpenVINO IR)."
+            f"unknown hub {model.hub!r}: this service supports {', '.join(known_hubs)}."
         )
-    hub = "huggingface" if model.hub == "openvino" else model.hub
+    hub = model.hub
+    if model.hub == "openvino" and not _published_in_ir(model.name):
+        hub = "huggingface"  # a model to convert, as the reference service does
     convert = None
     if model.hub == "openvino" or (config and config.precision):
         ov = (config.openvino_config if config else None) or None
@@ -105,6 +107,11 @@ def job_tag(spec: PipelineSpec, export_to: str | None) -> str:
     """A tag naming what a job makes: the same request gives the same tag."""
     payload = json.dumps([spec.model_dump(mode="json"), export_to], sort_keys=True)
     return "job:" + hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _published_in_ir(name: str) -> bool:
+    # A bare name, or one of the OpenVINO organisation, names a model already in IR.
+    return "/" not in name or name.split("/")[0] == OPENVINO_ORG
 
 
 async def finished_jobs(

@@ -134,3 +134,14 @@ class ModelsResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+class ListRequest(BaseModel):
+    """A search of what a hub offers, one page at a time."""
+
+    hub: str = Field(description="huggingface, openvino, ollama, ...")
+    search: str | None = Field(None, description="Words the model id contains.")
+    author: str | None = Field(None, description="Only models of this user or organisation.")
+    tags: list[str] = Field(default_factory=list, description="Only models with these tags.")
+    page: int = Field(1, ge=1)
+    page_size: int = Field(20, ge=1, le=500)

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from model_download.conversion import ConvertOptions
-from model_download.errors import InvalidReferenceError, ModelDownloadError
+from model_download.cli_convert import convert_options, parse_shapes
+from model_download.errors import ModelDownloadError
 from model_download.refs import ModelReference, parse_reference
 from model_download.runtime import get_registry, get_settings, get_store
 from model_download.store.store import StoredModel
@@ -145,7 +145,7 @@ def pull(
         ]
         registry = get_registry()
         references = [registry.hub(r.hub).validate(r) for r in references]
-        options = _convert_options(
+        options = convert_options(
             to,
             precision=precision,
             device=device,
@@ -154,7 +154,7 @@ def pull(
             ratio=ratio,
             sym=sym,
             trust_remote_code=trust_remote_code,
-            static_shapes=_shapes(shape),
+            static_shapes=parse_shapes(shape),
         )
     except ModelDownloadError as exc:
         raise _fail(str(exc)) from exc
@@ -180,42 +180,6 @@ def pull(
             err.print(f"[red]error:[/red] {result}", highlight=False)
     if failures:
         raise typer.Exit(1)
-
-
-def _shapes(items: list[str] | None) -> dict[str, int] | None:
-    if not items:
-        return None
-    shapes = {}
-    for item in items:
-        name, _, size = item.partition("=")
-        if name not in ("batch", "sequence") or not size.isdigit() or int(size) < 1:
-            raise InvalidReferenceError(
-                f"--shape {item!r}: write batch=N or sequence=N with N a positive number."
-            )
-        shapes[name] = int(size)
-    return shapes
-
-
-def _convert_options(to: str | None, **given) -> ConvertOptions | None:
-    chosen = {k: v for k, v in given.items() if v not in (None, False)}
-    if to is None:
-        if chosen:
-            flags = ", ".join(f"--{k.replace('_', '-')}" for k in chosen)
-            raise InvalidReferenceError(f"{flags} apply to a conversion: add --to openvino.")
-        return None
-    try:
-        return ConvertOptions(to=to, **chosen)
-    except ValidationError as exc:
-        raise _first_error(exc) from exc
-
-
-def _first_error(exc: ValidationError) -> ModelDownloadError:
-    for error in exc.errors():
-        cause = error.get("ctx", {}).get("error")
-        if isinstance(cause, ModelDownloadError):
-            return cause
-    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-    return InvalidReferenceError(f"invalid conversion options ({problems}).")
 
 
 def _pull_one(reference: ModelReference, progress) -> StoredModel | str:
@@ -315,6 +279,39 @@ def rm(
         raise _fail(str(exc)) from exc
     for s in removed:
         out.print(f"removed {s.name}", highlight=False)
+
+
+@app.command()
+def search(
+    hub: Annotated[str, typer.Argument(help="The hub to search: hf, openvino, ...")],
+    query: Annotated[str | None, typer.Argument(help="Words the model id contains.")] = None,
+    author: Annotated[str | None, typer.Option(help="Only this user's or organisation's.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Only models with this tag.")] = None,
+    page: Annotated[int, typer.Option(min=1, help="Which page.")] = 1,
+    page_size: Annotated[int, typer.Option(min=1, max=500, help="Models a page.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List what a hub offers (a search, one page at a time)."""
+    from model_download.refs import HUB_ALIASES
+
+    try:
+        found = (
+            get_registry()
+            .hub(HUB_ALIASES.get(hub, hub))
+            .search(query, author=author, tags=tuple(tag or ()), page=page, page_size=page_size)
+        )
+    except ModelDownloadError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        out.print_json(found.model_dump_json())
+        return
+    table = Table("model", "updated", "downloads", box=None)
+    for model in found.models:
+        updated = f"{model.updated:%Y-%m-%d}" if model.updated else "-"
+        table.add_row(f"{found.hub}:{model.id}", updated, str(model.downloads or "-"))
+    out.print(table if found.models else "no models found")
+    if found.has_more:
+        out.print(f"more on page {page + 1} (--page {page + 1})")
 
 
 @app.command()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from model_download.conversion import ConvertOptions
-from model_download.errors import ModelDownloadError
+from model_download.errors import InvalidReferenceError, ModelDownloadError
 from model_download.runtime import get_registry, get_settings, get_store
 from model_download.store.store import StoredModel
 
@@ -80,3 +81,39 @@ def print_conversions(stored: StoredModel, console: Console) -> None:
         precision = conv.manifest.extra.get("conversion", {}).get("options", {}).get("precision")
         table.add_row(conv.manifest.revision, precision or "-", ok, str(conv.path))
     console.print(table)
+
+
+def parse_shapes(items: list[str] | None) -> dict[str, int] | None:
+    if not items:
+        return None
+    shapes = {}
+    for item in items:
+        name, _, size = item.partition("=")
+        if name not in ("batch", "sequence") or not size.isdigit() or int(size) < 1:
+            raise InvalidReferenceError(
+                f"--shape {item!r}: write batch=N or sequence=N with N a positive number."
+            )
+        shapes[name] = int(size)
+    return shapes
+
+
+def convert_options(to: str | None, **given) -> ConvertOptions | None:
+    chosen = {k: v for k, v in given.items() if v not in (None, False)}
+    if to is None:
+        if chosen:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in chosen)
+            raise InvalidReferenceError(f"{flags} apply to a conversion: add --to openvino.")
+        return None
+    try:
+        return ConvertOptions(to=to, **chosen)
+    except ValidationError as exc:
+        raise _first_error(exc) from exc
+
+
+def _first_error(exc: ValidationError) -> ModelDownloadError:
+    for error in exc.errors():
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, ModelDownloadError):
+            return cause
+    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return InvalidReferenceError(f"invalid conversion options ({problems}).")

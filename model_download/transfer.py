@@ -156,6 +156,7 @@ def fetch_file(
         if failures:
             time.sleep(min(0.25 * 2 ** (failures - 1), 8.0))
 
+    dest.touch()  # an empty file needs no request, but must still be there
     _verify(dest, label, size, state.offset, state.hashes, sha256, git_oid)
     if fsync:
         with open(dest, "rb") as done:

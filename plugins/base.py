@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from model_download.conversion import ConvertOptions
 from model_download.errors import InvalidReferenceError, PluginUnavailableError
+from model_download.listing import SearchPage
 from model_download.refs import ModelReference
 from model_download.resolved import RemoteFile, ResolvedModel
 from model_download.settings import Settings
@@ -76,6 +77,22 @@ class HubPlugin(Plugin):
     @abstractmethod
     def resolve(self, reference: ModelReference) -> ResolvedModel:
         """Pin ``reference`` to an immutable revision and list the files it selects."""
+
+    def search(
+        self,
+        query: str | None,
+        *,
+        author: str | None = None,
+        tags: tuple[str, ...] = (),
+        page: int = 1,
+        page_size: int = 20,
+    ) -> SearchPage:
+        """One page of the models this hub offers that match ``query`` (and the filters).
+
+        Raises:
+            InvalidReferenceError: this hub cannot list its models.
+        """
+        raise InvalidReferenceError(f"the {self.name} hub cannot list its models.")
 
     def on_stored(self, stored: StoredModel, store: ModelStore) -> None:
         """Called after a model of this hub is in the store (new or found): a place to lay it

@@ -36,7 +36,10 @@ _BASES: dict[Kind, type[Plugin]] = {"hub": HubPlugin, "converter": ConverterPlug
 
 # Loaded even when the package's own entry points are missing (running from a bare checkout).
 BUILTINS: dict[Kind, dict[str, str]] = {
-    "hub": {"huggingface": "plugins.hubs.huggingface:HuggingFaceHub"},
+    "hub": {
+        "huggingface": "plugins.hubs.huggingface:HuggingFaceHub",
+        "openvino": "plugins.hubs.openvino:OpenVINOHub",
+    },
     "converter": {
         "optimum-openvino": "plugins.converters.optimum_openvino:OptimumOpenVINOConverter",
         "onnx-openvino": "plugins.converters.onnx_openvino:OnnxOpenVINOConverter",

@@ -7,6 +7,7 @@ from api.schemas import (
     DownloadResponse,
     FilePublic,
     JobsResponse,
+    ListRequest,
     ModelDownloadRequest,
     ModelPublic,
     ModelsResponse,
@@ -14,7 +15,8 @@ from api.schemas import (
 from flows.pipeline import PipelineSpec
 from model_download.convert import choose_converter, find_conversion
 from model_download.errors import ModelDownloadError, ModelNotInStoreError
-from model_download.refs import parse_reference
+from model_download.listing import SearchPage
+from model_download.refs import HUB_ALIASES, parse_reference
 from model_download.store.store import ModelStore, StoredModel, check_export_path
 from plugins.registry import Registry
 
@@ -58,6 +60,19 @@ async def download_models(
     if done:
         return DownloadResponse(message="already in the store", job_ids=ids, status="completed")
     return DownloadResponse(message=f"started {len(ids)} job(s)", job_ids=ids, status="processing")
+
+
+@router.post("/list")
+def list_hub_models(request: ListRequest, registry: RegistryDep) -> SearchPage:
+    """One page of the models a hub offers (Hugging Face search; an Ollama model's tags)."""
+    hub = registry.hub(HUB_ALIASES.get(request.hub, request.hub))
+    return hub.search(
+        request.search,
+        author=request.author,
+        tags=tuple(request.tags),
+        page=request.page,
+        page_size=request.page_size,
+    )
 
 
 @router.get("/jobs")

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property, partial
+from itertools import islice
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import build_hf_headers
 
 from model_download import errors
+from model_download.listing import ModelSummary, SearchPage
 from model_download.refs import ModelReference
 from model_download.resolved import RemoteFile, ResolvedModel, looks_like_openvino_ir, select_files
 from model_download.store.manifest import tool_versions
@@ -97,6 +99,46 @@ class HuggingFaceHub(HubPlugin):
             revision=commit,
             files=chosen,
             format="openvino-ir" if is_ir else None,
+        )
+
+    def search(
+        self,
+        query: str | None,
+        *,
+        author: str | None = None,
+        tags: tuple[str, ...] = (),
+        page: int = 1,
+        page_size: int = 20,
+    ) -> SearchPage:
+        api = HfApi(endpoint=self._endpoint, token=self._token, library_name=_LIBRARY)
+        start = (page - 1) * page_size
+        reference = ModelReference(hub=self.name, id=author or "search")
+        with self._translated(reference):
+            # One more than the page asks, to tell whether another page follows.
+            found = api.list_models(
+                search=query or None,
+                author=author,
+                filter=list(tags) or None,
+                limit=start + page_size + 1,
+            )
+            window = list(islice(found, start, start + page_size + 1))
+        models = [
+            ModelSummary(
+                id=m.id,
+                revision=m.sha,
+                updated=m.last_modified,
+                downloads=m.downloads,
+                tags=list(m.tags or []),
+            )
+            for m in window[:page_size]
+        ]
+        return SearchPage(
+            hub=self.name,
+            query=query,
+            page=page,
+            page_size=page_size,
+            models=models,
+            has_more=len(window) > page_size,
         )
 
     def fetch_file(

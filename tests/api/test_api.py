@@ -391,3 +391,47 @@ def test_is_ovms_gives_a_model_server_ready_folder(service: Service, tmp_path: P
     assert (servable / "openvino_tokenizer.xml").is_file()
     config = json.loads((servable.parent.parent / "config.json").read_text())
     assert {"name": "tiny/llm", "base_path": "tiny/llm"} in config["mediapipe_config_list"]
+
+
+def test_a_hub_is_listed_page_by_page(service: Service) -> None:
+    for name in ("org/list-a", "org/list-b"):
+        service.hub.commit(name, _files(name))
+    with service.client() as client:
+        page = client.post(
+            "/models/list", json={"hub": "hf", "search": "list-", "page_size": 1}
+        ).json()
+        assert [m["id"] for m in page["models"]] == ["org/list-a"] and page["has_more"]
+        unknown = client.post("/models/list", json={"hub": "nohub"})
+    assert unknown.status_code == 400 and "known ones are" in unknown.text
+
+
+def test_an_openvino_ir_model_is_validated_without_conversion(
+    service: Service, tmp_path: Path
+) -> None:
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    x = ops.parameter([1, 4], ov.Type.f32, name="x")
+    ov.save_model(ov.Model([ops.relu(x)], [x], "tiny"), tmp_path / "openvino_model.xml")
+    service.hub.commit(
+        "OpenVINO/tiny-ir-ov",
+        {
+            "openvino_model.xml": tmp_path / "openvino_model.xml",
+            "openvino_model.bin": tmp_path / "openvino_model.bin",
+        },
+    )
+    body = {
+        "models": [
+            {
+                "name": "tiny-ir-ov",
+                "hub": "openvino",
+                "config": {"precision": "int8", "device": "CPU"},
+            }
+        ]
+    }
+    with service.client() as client:
+        answer = client.post("/models/download", json=body).json()
+    job = service.wait_job(answer["job_ids"][0])
+    assert job["status"] == "completed", job
+    assert job["result"]["converted"] == job["result"]["stored"]  # used as published
+    assert job["result"]["validated"] is True

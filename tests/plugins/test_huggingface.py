@@ -25,6 +25,7 @@ def _files(seed: bytes = b"1") -> dict[str, bytes]:
         "config.json": b'{"seed": "' + seed + b'"}',
         "model.safetensors": hashlib.sha256(seed).digest() * (BIG // 32),
         "tokenizer/vocab.txt": b"hello\nworld\n" + seed,
+        "empty/.gitkeep": b"",  # nothing to fetch, but the file must be there
     }
 
 

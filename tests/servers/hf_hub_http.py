@@ -130,7 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(404)
             else:
                 self._check_token()
-                if segments[:2] == ["api", "models"]:
+                if segments == ["api", "models"]:
+                    self._search(url.path)
+                elif segments[:2] == ["api", "models"]:
                     self._api(segments[2:], url.path)
                 else:
                     self._resolve(segments)
@@ -176,6 +178,31 @@ class _Handler(BaseHTTPRequestHandler):
             query = urlencode({**self._query, "cursor": start + size})
             headers["Link"] = f'<{self.server.hub.url}{raw_path}?{query}>; rel="next"'
         self._send_json(entries[start : start + size], **headers)
+
+    def _search(self, raw_path: str) -> None:
+        """``GET /api/models?search=&author=&limit=``: visible repos, paged like the tree."""
+        state = self.server.state
+        words = self._query.get("search", "").lower()
+        author = self._query.get("author")
+        with state.lock:
+            grants = state.tokens.get(self._token, frozenset()) if self._token else frozenset()
+            found = [
+                repo.info_json(repo.resolve("main"), blobs=False)
+                for repo_id, repo in sorted(state.repos.items())
+                if (not repo.private or repo_id in grants)
+                and words in repo_id.lower()
+                and (author is None or repo_id.split("/")[0] == author)
+                and repo.resolve("main") is not None
+            ]
+        for info in found:
+            info.pop("siblings", None)
+        cursor = self._query.get("cursor", "0")
+        start, size = int(cursor) if cursor.isdigit() else 0, self.server.hub.page_size
+        headers = {}
+        if start + size < len(found):
+            query = urlencode({**self._query, "cursor": start + size})
+            headers["Link"] = f'<{self.server.hub.url}{raw_path}?{query}>; rel="next"'
+        self._send_json(found[start : start + size], **headers)
 
     def _resolve(self, segments: list[str]) -> None:
         repo_id, _, rest = self._split_repo(segments, ("resolve",))
