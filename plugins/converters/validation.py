@@ -17,6 +17,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from model_download.errors import InvalidReferenceError, PluginUnavailableError, ValidationFailed
+from plugins.converters.validation_inputs import (
+    by_port,
+    cast,
+    concrete_shapes,
+    port_name,
+    sample_inputs,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,10 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: Devices a model can be validated on; AUTO lets OpenVINO choose among those present.
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
-# Stand-ins for dynamic dimensions: one sample, and a short sequence for every other axis.
-_DEFAULT_BATCH = 1
-_DEFAULT_LENGTH = 8
-_SAMPLE_TEXT = "The quick brown fox jumps over the lazy dog."
 # The reference must be exact: CPUs with native bf16 would otherwise run fp32 IRs in bf16.
 _REFERENCE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
@@ -140,12 +143,12 @@ def validate_ir(
     session = _Session(_import_openvino().Core())
     model = session.read(model_xml, device)
     target, present = session.pick_device(device)
-    shapes = _concrete_shapes(model, static_shapes, model_xml)
+    shapes = concrete_shapes(model, static_shapes, model_xml)
     session.reshape_to = shapes if static_shapes is not None else None
-    session.values = _sample_inputs(model, shapes, seed)
+    session.values = sample_inputs(model, shapes, seed)
     compiled, compile_seconds = session.compile(model, model_xml, device, target)
     outputs, latency_ms = session.run(compiled, model, model_xml, target, runs)
-    names = [_port_name(port, i, "output") for i, port in enumerate(compiled.outputs)]
+    names = [port_name(port, i, "output") for i, port in enumerate(compiled.outputs)]
     checks = [
         OutputCheck(name=name, shape=list(out.shape), finite=_all_finite(out))
         for name, out in zip(names, outputs, strict=True)
@@ -241,7 +244,7 @@ class _Session:
     ) -> tuple[Any, float]:
         """The compiled model (reshaped first if asked) and the seconds compiling took."""
         if self.reshape_to is not None:
-            shapes = _by_port(model, self.reshape_to, xml)
+            shapes = by_port(model, self.reshape_to, xml)
             try:
                 model.reshape(dict(zip(model.inputs, shapes, strict=True)))
             except RuntimeError as exc:
@@ -267,9 +270,9 @@ class _Session:
         """The outputs of a first inference, and the median latency of ``runs`` more, in ms."""
         import numpy as np
 
-        values = _by_port(model, self.values, xml)
+        values = by_port(model, self.values, xml)
         feed = {
-            i: _cast(v, port.get_element_type())
+            i: cast(v, port.get_element_type())
             for i, (v, port) in enumerate(zip(values, model.inputs, strict=True))
         }
         request = compiled.create_infer_request()
@@ -304,113 +307,6 @@ class _Session:
             shapes = f"{output.dtype}{list(output.shape)}, reference {reference.dtype}"
             self.warn(f"Output {name} cannot be compared: {shapes}{list(reference.shape)}")
         return _similarity(output, reference, threshold, name)
-
-
-def _port_name(port: Any, index: int, kind: str) -> str:
-    try:
-        return port.get_any_name()
-    except RuntimeError:  # a port without tensor names
-        return f"{kind}{index}"
-
-
-def _by_port(model: ov.Model, by_name: dict[str, Any], xml: Path) -> list[Any]:
-    """``by_name``'s values in the order of ``model.inputs``."""
-    names = [_port_name(port, i, "input") for i, port in enumerate(model.inputs)]
-    if set(names) == set(by_name):
-        return [by_name[name] for name in names]
-    raise ValidationFailed(
-        f"{xml.name} takes the inputs {', '.join(names)}, not {', '.join(by_name)}: "
-        "compare a model only with the reference IR of the same model"
-    )
-
-
-def _concrete_shapes(
-    model: ov.Model, static_shapes: dict[str, list[int]] | None, xml: Path
-) -> dict[str, list[int]]:
-    given = {name: [int(d) for d in shape] for name, shape in (static_shapes or {}).items()}
-    names = [_port_name(port, i, "input") for i, port in enumerate(model.inputs)]
-    if unknown := sorted(set(given) - set(names)):
-        raise InvalidReferenceError(
-            f"{xml.name} has no input named {', '.join(unknown)}: its inputs are {', '.join(names)}"
-        )
-    shapes: dict[str, list[int]] = {}
-    for name, port in zip(names, model.inputs, strict=True):
-        partial = port.get_partial_shape()
-        if name in given:
-            shapes[name] = given[name]
-        elif partial.rank.is_dynamic:
-            raise ValidationFailed(
-                f"Cannot validate {xml.name}: input {name} has no fixed number of dimensions: "
-                "give its shape in static_shapes"
-            )
-        else:
-            rank = len(partial)
-            shapes[name] = [
-                d.get_length() if d.is_static else _default_dim(axis, rank, given)
-                for axis, d in enumerate(partial)
-            ]
-    return shapes
-
-
-def _default_dim(axis: int, rank: int, given: dict[str, list[int]]) -> int:
-    # Inputs usually share their batch, and those of one rank their sequence length: an
-    # attention_mask must match the input_ids the caller fixed, or the model cannot be reshaped.
-    for shape in given.values():
-        if axis < len(shape) and (axis == 0 or len(shape) == rank):
-            return shape[axis]
-    return _DEFAULT_LENGTH if axis else _DEFAULT_BATCH
-
-
-def _sample_inputs(model: ov.Model, shapes: dict[str, list[int]], seed: int) -> dict[str, Any]:
-    """Input values by name: the same seed, shapes and signature give the same values."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    values: dict[str, Any] = {}
-    for (name, shape), port in zip(shapes.items(), model.inputs, strict=True):
-        element = port.get_element_type()
-        kind = element.get_type_name()
-        if kind == "string":  # before is_integral(), which OpenVINO says is true for strings
-            values[name] = np.full(shape, _SAMPLE_TEXT)
-        elif kind == "boolean":
-            values[name] = np.ones(shape, dtype=bool)
-        elif element.is_real():
-            values[name] = rng.standard_normal(shape).astype(np.float32)
-        else:
-            values[name] = _integer_input(name.lower(), shape, element.to_dtype(), rng)
-    return values
-
-
-def _integer_input(name: str, shape: list[int], dtype: Any, rng: Any) -> np.ndarray:
-    import numpy as np
-
-    if name.endswith("input_ids"):
-        # Low ids exist in every vocabulary; 0 is often padding.
-        return rng.integers(1, 10, size=shape).astype(dtype)
-    if name.endswith("attention_mask"):
-        return np.ones(shape, dtype=dtype)
-    if name.endswith("position_ids") and shape:
-        return np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
-    if name == "beam_idx" and shape:
-        return np.arange(shape[0], dtype=dtype).reshape([shape[0]] + [1] * (len(shape) - 1))
-    return np.zeros(shape, dtype=dtype)
-
-
-def _cast(value: Any, element: ov.Type) -> Any:
-    import numpy as np
-    import openvino as ov
-
-    kind = element.get_type_name()
-    if kind == "string":
-        return value
-    if kind == "bf16":
-        # numpy has no bfloat16, and OpenVINO would take float32 bytes as pairs of bf16: keep the
-        # upper half of each float32, which is that value in bf16.
-        tensor = ov.Tensor(ov.Type.bf16, ov.Shape(list(value.shape)))
-        halves = (np.asarray(value, np.float32).view(np.uint32) >> 16).astype(np.uint16)
-        tensor.data[...] = halves.view(tensor.data.dtype)
-        return tensor
-    return np.asarray(value).astype(element.to_dtype(), copy=False)
 
 
 def _all_finite(array: np.ndarray) -> bool:
