@@ -13,6 +13,20 @@ from rich.console import Console
 from rich.table import Table
 
 from model_download.cli_convert import convert_options, parse_shapes
+from model_download.cli_options import (
+    DeviceOpt,
+    ExcludeOpt,
+    GroupSizeOpt,
+    IncludeOpt,
+    PrecisionOpt,
+    QuietOpt,
+    RatioOpt,
+    ShapeOpt,
+    SymOpt,
+    TaskOpt,
+    ToOpt,
+    TrustRemoteCodeOpt,
+)
 from model_download.errors import ModelDownloadError
 from model_download.refs import ModelReference, parse_reference
 from model_download.runtime import get_registry, get_settings, get_store
@@ -31,7 +45,6 @@ err = Console(stderr=True)
 
 ModelsArg = Annotated[list[str], typer.Argument(help="Models as hub:id\\[@revision].")]
 ModelArg = Annotated[str, typer.Argument(help="A model as hub:id\\[@revision].")]
-_CONVERT = "Conversion (with --to)"
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -65,74 +78,18 @@ def _fail(message: str) -> typer.Exit:
 @app.command()
 def pull(
     models: ModelsArg,
-    include: Annotated[
-        list[str] | None,
-        typer.Option("--include", "-i", help="Only files matching this glob (repeatable)."),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option("--exclude", "-x", help="Leave out files matching this glob (repeatable)."),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-    to: Annotated[
-        str | None,
-        typer.Option(
-            "--to", help="Convert after the download: openvino.", rich_help_panel=_CONVERT
-        ),
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(help="Weights: fp32, fp16 (default), int8 or int4.", rich_help_panel=_CONVERT),
-    ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option(help="Validate on CPU (default), GPU, NPU or AUTO.", rich_help_panel=_CONVERT),
-    ] = None,
-    task: Annotated[
-        str | None,
-        typer.Option(
-            help="Model task, when its config does not tell (e.g. feature-extraction).",
-            rich_help_panel=_CONVERT,
-        ),
-    ] = None,
-    group_size: Annotated[
-        int | None,
-        typer.Option(
-            help="int4: weights per scale (default 128; -1: per row).", rich_help_panel=_CONVERT
-        ),
-    ] = None,
-    ratio: Annotated[
-        float | None,
-        typer.Option(
-            help="int4: share of layers in int4, the rest int8 (default 1.0).",
-            rich_help_panel=_CONVERT,
-        ),
-    ] = None,
-    sym: Annotated[
-        bool | None,
-        typer.Option(
-            "--sym/--asym",
-            help="int8/int4: symmetric or asymmetric quantization.",
-            rich_help_panel=_CONVERT,
-            show_default=False,
-        ),
-    ] = None,
-    shape: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Static input size for validation, as batch=N or sequence=N (NPU default: "
-            "batch=1, sequence=128).",
-            rich_help_panel=_CONVERT,
-        ),
-    ] = None,
-    trust_remote_code: Annotated[
-        bool,
-        typer.Option(
-            "--trust-remote-code",
-            help="Let a model's own Python code run while converting it.",
-            rich_help_panel=_CONVERT,
-        ),
-    ] = False,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    quiet: QuietOpt = False,
+    to: ToOpt = None,
+    precision: PrecisionOpt = None,
+    device: DeviceOpt = None,
+    task: TaskOpt = None,
+    group_size: GroupSizeOpt = None,
+    ratio: RatioOpt = None,
+    sym: SymOpt = None,
+    shape: ShapeOpt = None,
+    trust_remote_code: TrustRemoteCodeOpt = False,
 ) -> None:
     """Download models into the store, and convert them with --to; repeats cost nothing."""
     from model_download.cli_progress import RichProgress
