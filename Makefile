@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet --constraint constraints.txt --editable ".[openvino,dev]"
+	$(PIP) install --quiet --constraint constraints.txt --editable ".[openvino,ultralytics,dev]"
 	touch $(STAMP)
 
 ## run: start the service (Prefect server and UI on :4200, a runner serving the flows)

@@ -116,8 +116,15 @@ def source_digest(manifest: Manifest) -> str:
 
 
 def conversion_key(
-    source: Manifest, converter: str, options: ConvertOptions, tools: dict[str, str]
+    source: Manifest,
+    converter: str,
+    options: ConvertOptions,
+    tools: dict[str, str],
+    inputs: dict | None = None,
 ) -> str:
-    """Changes exactly when the converted files could: content, converter, options, tools."""
+    """Changes exactly when the converted files could: content, converter, options, tools,
+    and what else the converter reads (``inputs``: a calibration dataset, say)."""
     payload = [source_digest(source), converter, options.conversion_fields(), sorted(tools.items())]
+    if inputs:
+        payload.append(inputs)  # only when present, so keys made without it stay the same
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -78,6 +78,15 @@ def convert_stored(
         return source
     converter = choose_converter(registry, source.manifest, options)
     converter.check_options(source.manifest, options)
+    if not converter.derives_precisions:
+        return _convert_once(
+            source,
+            converter,
+            options,
+            store,
+            settings,
+            lambda staging: converter.convert(source.path, source.manifest, options, staging),
+        )
 
     base_options = options.at("fp32")
     base = _convert_once(
@@ -123,7 +132,13 @@ def find_conversion(
 def _location(
     source: StoredModel, converter: ConverterPlugin, options: ConvertOptions
 ) -> tuple[str, str]:
-    key = conversion_key(source.manifest, converter.name, options, converter.tool_versions())
+    key = conversion_key(
+        source.manifest,
+        converter.name,
+        options,
+        converter.tool_versions(),
+        converter.cache_inputs(source.manifest, options),
+    )
     man = source.manifest
     return f"{man.hub}/{man.id}", f"{options.precision}-{key[:16]}"
 

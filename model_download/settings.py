@@ -122,6 +122,22 @@ class Settings(BaseSettings):
         validation_alias=_env("recheck_cron"),
         description="When the re-check runs (cron, in UTC).",
     )
+    ultralytics_base_url: str | None = Field(
+        None,
+        validation_alias=_env("ultralytics_base_url"),
+        description="Where YOLO weights are fetched from (default: Ultralytics' releases).",
+    )
+    ultralytics_dataset: Path | None = Field(
+        None,
+        validation_alias=_env("ultralytics_dataset"),
+        description="Local dataset YAML for INT8 calibration of YOLO models.",
+    )
+    ultralytics_imgsz: int | None = Field(
+        None,
+        ge=32,
+        validation_alias=_env("ultralytics_imgsz"),
+        description="Image size YOLO models are exported for (default: the model's).",
+    )
     prefect_home: Path = Field(
         _DATA_HOME / "prefect",
         validation_alias=_env("prefect_home"),

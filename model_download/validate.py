@@ -47,7 +47,22 @@ def validate_stored(
         "passed": all(r.passed for r in reports),
         "reports": [r.model_dump(mode="json") for r in reports],
     }
+    if extra := _converter_checks(stored):
+        record["checks"] = extra
+        record["passed"] = record["passed"] and bool(extra.get("passed"))
     return store.annotate(stored, "validation", record), reports
+
+
+def _converter_checks(stored: StoredModel) -> dict | None:
+    # A converter may check its output further (a YOLO model against its PyTorch original).
+    conversion = stored.manifest.extra.get("conversion", {})
+    source = stored.manifest.extra.get("source", {}).get("path")
+    if not conversion.get("converter") or not source:
+        return None
+    from model_download.runtime import get_registry
+
+    converter = get_registry().converter(conversion["converter"])
+    return converter.extra_checks(Path(source), stored.path, conversion)
 
 
 def reference_of(stored: StoredModel, store: ModelStore) -> StoredModel | None:

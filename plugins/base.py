@@ -122,6 +122,8 @@ class ConverterPlugin(Plugin):
     target: ClassVar[str] = "openvino"
     #: Asked before converters with a higher number, when several accept a model.
     priority: ClassVar[int] = 100
+    #: Whether lower precisions derive from its fp32 IR (False: it makes each one itself).
+    derives_precisions: ClassVar[bool] = True
     #: The precisions it can deliver (fp32 is converted; the others derive from it).
     precisions: ClassVar[frozenset[str]] = frozenset({"fp32", "fp16", "int8", "int4"})
 
@@ -140,6 +142,16 @@ class ConverterPlugin(Plugin):
             raise InvalidReferenceError(
                 f"{self.name} converts to {offered}, not {options.precision}."
             )
+
+    def cache_inputs(self, manifest: Manifest, options: ConvertOptions) -> dict[str, Any]:
+        """What else changes this converter's output (a dataset, an image size): part of the
+        conversion's cache key. The default: nothing."""
+        return {}
+
+    def extra_checks(self, source: Path, converted: Path, record: dict[str, Any]) -> dict | None:
+        """Checks of a converted model beyond the shared validation; ``{"passed": bool, ...}``
+        or None when there are none."""
+        return None
 
     @abstractmethod
     def convert(

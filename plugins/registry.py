@@ -39,10 +39,14 @@ BUILTINS: dict[Kind, dict[str, str]] = {
     "hub": {
         "huggingface": "plugins.hubs.huggingface:HuggingFaceHub",
         "openvino": "plugins.hubs.openvino:OpenVINOHub",
+        "ultralytics": "plugins.hubs.ultralytics:UltralyticsHub",
     },
     "converter": {
         "optimum-openvino": "plugins.converters.optimum_openvino:OptimumOpenVINOConverter",
         "onnx-openvino": "plugins.converters.onnx_openvino:OnnxOpenVINOConverter",
+        "ultralytics-openvino": (
+            "plugins.converters.ultralytics_openvino:UltralyticsOpenVINOConverter"
+        ),
     },
 }
 

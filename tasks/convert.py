@@ -29,7 +29,13 @@ def _convert_key(context, parameters) -> str | None:
         converter = choose_converter(get_registry(), source.manifest, options)
     except ModelDownloadError:
         return None  # no caching: the task itself raises the error with its message
-    key = conversion_key(source.manifest, converter.name, options, converter.tool_versions())
+    key = conversion_key(
+        source.manifest,
+        converter.name,
+        options,
+        converter.tool_versions(),
+        converter.cache_inputs(source.manifest, options),
+    )
     return f"convert-model-{where}-{key}"
 
 

@@ -22,6 +22,10 @@ os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 # OpenVINO's and nncf's usage statistics go to a web analytics service unless they see a CI run.
 os.environ["CI"] = "true"
+# ultralytics must never install packages or fetch weights, fonts or datasets.
+os.environ["YOLO_OFFLINE"] = "1"
+os.environ["YOLO_AUTOINSTALL"] = "0"
+os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="model-download-yolo-"))
 
 from model_download import runtime  # noqa: E402  (after the environment above)
 from tests.servers.hf_hub import FakeHub  # noqa: E402

@@ -189,7 +189,7 @@ class UltralyticsHub(HubPlugin):
                 url,
                 headers={"Accept-Encoding": "identity"},
                 retries=urllib3.Retry(total=None, connect=1, read=1, status=0, redirect=10),
-                timeout=urllib3.Timeout(connect=self.settings.stall_timeout, read=60.0),
+                timeout=urllib3.Timeout(self.settings.stall_timeout),
             )
         except urllib3.exceptions.HTTPError as exc:
             raise errors.HubUnreachableError(
