@@ -231,7 +231,11 @@ def rm(
         typer.confirm(f"Remove {names}?", abort=True)
     reference = parse_reference(model)
     try:
-        removed = get_store().delete(reference.hub, reference.id, reference.revision)
+        from model_download.pull import remove_models
+
+        removed = remove_models(
+            get_store(), get_registry(), reference.hub, reference.id, reference.revision
+        )
     except ModelDownloadError as exc:
         raise _fail(str(exc)) from exc
     for s in removed:

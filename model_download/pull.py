@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from model_download.errors import StoreError
+from model_download.errors import ModelDownloadError, StoreError
 from model_download.progress import Progress
 from model_download.refs import ModelReference, check_relative_path
 from model_download.resolved import RemoteFile, ResolvedModel
@@ -183,3 +183,16 @@ def _remember_name(store: ModelStore, resolved: ResolvedModel) -> None:
     ref = resolved.reference
     if ref.revision:
         store.set_ref(ref.hub, ref.id, ref.revision, resolved.revision)
+
+
+def remove_models(
+    store: ModelStore, registry: Registry, hub: str, model_id: str, revision: str | None = None
+) -> list[StoredModel]:
+    """Remove stored revisions of a model, then let its hub undo what it laid out for them."""
+    removed = store.delete(hub, model_id, revision)
+    try:
+        plugin = registry.hub(hub)
+    except ModelDownloadError:
+        return removed  # a hub no longer installed laid nothing out that we could undo
+    plugin.on_deleted(store)
+    return removed

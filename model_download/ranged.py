@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import urllib3
@@ -67,7 +67,7 @@ class _Job:
     stall_timeout: float
     retries: int
     label: str
-    abort: threading.Event
+    abort: threading.Event = field(default_factory=threading.Event)
 
 
 class _NoRanges(Exception):
@@ -97,22 +97,10 @@ def fetch_ranged(
 ) -> str:
     """Download ``url`` into ``dest`` as up to ``parts`` parallel byte ranges.
 
-    Args:
-        pool: the connection pools to send requests with.
-        url: the file's URL.
-        dest: where the file goes; parts of an earlier attempt beside it are resumed.
-        size: the file's size in bytes (ranges need it).
-        sha256: expected content sha256, checked once the parts are joined.
-        parts: how many ranges to fetch at once.
-        min_part: the smallest range worth its own connection.
-        headers: extra request headers (credentials); never logged.
-        check_response: raises the hub's own error for a response that will not get better.
-        on_bytes: called with the bytes each read adds (negative when a part restarts);
-            called from several threads at once.
-        stall_timeout: seconds without a byte after which a part's request is sent again.
-        retries: failed attempts of a part that moved no bytes before giving up.
-        fsync: flush the file to disk before returning.
-        label: how to name the file in messages.
+    The arguments are :func:`model_download.transfer.fetch_file`'s, plus ``parts`` (how many
+    ranges at once) and ``min_part`` (the smallest range worth its own connection). ``size`` is
+    required; ``on_bytes`` is called from several threads at once; parts an earlier attempt left
+    beside ``dest`` are resumed.
 
     Returns:
         The sha256 of the file's content.
@@ -122,40 +110,25 @@ def fetch_ranged(
         IntegrityError: the joined bytes do not match ``sha256`` (every part is discarded).
     """
     label = label or url
+    plain = dict(size=size, sha256=sha256, headers=headers, check_response=check_response)
+    plain.update(on_bytes=on_bytes, stall_timeout=stall_timeout, retries=retries, fsync=fsync)
     count = max(1, min(parts, size // max(1, min_part)))
-    plain = {
-        "size": size,
-        "sha256": sha256,
-        "headers": headers,
-        "check_response": check_response,
-        "on_bytes": on_bytes,
-        "stall_timeout": stall_timeout,
-        "retries": retries,
-        "fsync": fsync,
-        "label": label,
-    }
     if count == 1 or dest.exists():
-        # A dest is what a single stream leaves behind: that stream resumes it.
-        return fetch_file(pool, url, dest, **plain)
+        # A dest is what a single stream (or a finished join) leaves: that stream resumes it,
+        # and no part may stay behind to be published with the model.
+        _clear(dest)
+        return fetch_file(pool, url, dest, label=label, **plain)
 
     pieces = _plan(dest, size, count)
-    job = _Job(
-        pool=pool,
-        url=url,
-        headers={**(headers or {}), "Accept-Encoding": "identity"},
-        check_response=check_response,
-        report=on_bytes or (lambda _n: None),
-        stall_timeout=stall_timeout,
-        retries=retries,
-        label=label,
-        abort=threading.Event(),
-    )
+    identity = {**(headers or {}), "Accept-Encoding": "identity"}
+    report = on_bytes or (lambda _n: None)
+    job = _Job(pool, url, identity, check_response, report, stall_timeout, retries, label)
     try:
         _fetch_parts(job, pieces)
     except _NoRanges:
         logger.info("%s ignores byte ranges: fetching %s over one stream", url, label)
         _discard(pieces, job.report)
-        return fetch_file(pool, url, dest, **plain)
+        return fetch_file(pool, url, dest, label=label, **plain)
     return _join(pieces, dest, size, sha256, fsync, label)
 
 
@@ -268,7 +241,7 @@ def _join(
 ) -> str:
     """Concatenate the parts into ``dest``, hashing as they go; verify before it appears."""
     digest = hashlib.sha256()
-    joined = dest.with_name(f".{dest.name}.joining")
+    joined = _joining(dest)
     buffer = memoryview(bytearray(_PIECE))
     total = 0
     with open(joined, "wb") as out:
@@ -295,6 +268,15 @@ def _join(
         )
     os.replace(joined, dest)
     return digest.hexdigest()
+
+
+def _clear(dest: Path) -> None:
+    for leftover in (*dest.parent.glob(f".{dest.name}.*.part"), _joining(dest)):
+        leftover.unlink(missing_ok=True)
+
+
+def _joining(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.joining")
 
 
 def _discard(pieces: list[_Part], report: ByteCallback) -> None:

@@ -122,6 +122,28 @@ class Settings(BaseSettings):
         validation_alias=_env("recheck_cron"),
         description="When the re-check runs (cron, in UTC).",
     )
+    ollama_registry: str = Field(
+        "https://registry.ollama.ai",
+        validation_alias=_env("ollama_registry"),
+        description="The Ollama registry that bare names (ollama:llama3.2) come from.",
+    )
+    ollama_host: str | None = Field(
+        None,
+        validation_alias=_env("ollama_host", "OLLAMA_HOST"),
+        description="An Ollama server to pull into as well, e.g. 127.0.0.1:11434.",
+    )
+    ollama_parallel_threshold: ByteSize = Field(
+        64 << 20,
+        validation_alias=_env("ollama_parallel_threshold"),
+        description="Blobs larger than this are fetched as parallel byte ranges.",
+    )
+    ollama_parallel_parts: int = Field(
+        4,
+        ge=1,
+        le=32,
+        validation_alias=_env("ollama_parallel_parts"),
+        description="How many ranges such a blob is fetched in.",
+    )
     ultralytics_base_url: str | None = Field(
         None,
         validation_alias=_env("ultralytics_base_url"),
@@ -144,7 +166,7 @@ class Settings(BaseSettings):
         description="Where the embedded Prefect server keeps its database and results.",
     )
 
-    @field_validator("hf_endpoint")
+    @field_validator("hf_endpoint", "ollama_registry")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")

@@ -198,6 +198,7 @@ def _attempt(
         retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=10),
         timeout=urllib3.Timeout(connect=stall_timeout, read=stall_timeout),
     )
+    finished = False
     try:
         if response.status in RETRY_STATUSES:
             raise _RetryStatus(response.status)
@@ -209,8 +210,13 @@ def _attempt(
         if response.status >= 400:
             raise TransferError(f"{url} answered HTTP {response.status}")
         _stream_body(response, state, report)
+        finished = True
     finally:
-        response.release_conn()
+        if finished:
+            response.release_conn()
+        else:
+            # An unread (error or cut) body would spoil the next request on this connection.
+            response.close()
 
 
 def _stream_body(response: urllib3.BaseHTTPResponse, state: _State, report: ByteCallback) -> None:

@@ -100,6 +100,11 @@ class HubPlugin(Plugin):
         """
         return None
 
+    def on_deleted(self, store: ModelStore) -> None:
+        """Called after models of this hub were removed: undo what :meth:`on_stored` laid out
+        for them. The default does nothing."""
+        return None
+
     @abstractmethod
     def fetch_file(
         self,

@@ -40,6 +40,7 @@ BUILTINS: dict[Kind, dict[str, str]] = {
         "huggingface": "plugins.hubs.huggingface:HuggingFaceHub",
         "openvino": "plugins.hubs.openvino:OpenVINOHub",
         "ultralytics": "plugins.hubs.ultralytics:UltralyticsHub",
+        "ollama": "plugins.hubs.ollama:OllamaHub",
     },
     "converter": {
         "optimum-openvino": "plugins.converters.optimum_openvino:OptimumOpenVINOConverter",

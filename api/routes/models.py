@@ -16,6 +16,7 @@ from flows.pipeline import PipelineSpec
 from model_download.convert import choose_converter, find_conversion
 from model_download.errors import ModelDownloadError, ModelNotInStoreError
 from model_download.listing import SearchPage
+from model_download.pull import remove_models
 from model_download.refs import HUB_ALIASES, parse_reference
 from model_download.store.store import ModelStore, StoredModel, check_export_path
 from plugins.registry import Registry
@@ -106,10 +107,10 @@ def read_model(model_id: str, store: StoreDep) -> ModelPublic:
 
 
 @router.delete("/{model_id:path}")
-def delete_model(model_id: str, store: StoreDep) -> ModelsResponse:
+def delete_model(model_id: str, store: StoreDep, registry: RegistryDep) -> ModelsResponse:
     """Remove a model (one revision, or all without @revision) and content no one else uses."""
     ref = parse_reference(model_id)
-    removed = store.delete(ref.hub, ref.id, ref.revision)
+    removed = remove_models(store, registry, ref.hub, ref.id, ref.revision)
     return ModelsResponse(models=[_public(m, details=False) for m in removed], total=len(removed))
 
 

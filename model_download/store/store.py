@@ -307,4 +307,15 @@ def check_export_path(folder: str) -> str:
 
 
 # Top-level folders of the store that an export must not land in.
-_RESERVED = frozenset({"huggingface", "openvino-ir", "ollama", "ultralytics", "geti", "openvino"})
+_RESERVED = frozenset(
+    {
+        "huggingface",
+        "openvino-ir",
+        "ollama",
+        "ollama-models",
+        "ultralytics",
+        "geti",
+        "openvino",
+        "ovms",
+    }
+)

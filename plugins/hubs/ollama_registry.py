@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
@@ -46,6 +47,7 @@ PINNED = re.compile(r"^sha256-([0-9a-f]{64})$")
 # A manifest is a few hundred bytes: anything far larger is not one.
 _MANIFEST_LIMIT = 4 << 20
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 
 
 @dataclass(frozen=True)
@@ -94,18 +96,16 @@ def parse_name(text: str, tag: str | None, default_host: str) -> OllamaName:
         raise errors.InvalidReferenceError(
             f"{text!r} has {len(parts)} parts: an Ollama model is [host/][namespace/]model."
         )
-    parts = [default_host, DEFAULT_NAMESPACE][: 3 - len(parts)] + parts
-    if len(parts) == 2:
-        parts.insert(0, default_host)
-    host, namespace, model = parts
+    host, namespace, model = [default_host, DEFAULT_NAMESPACE][: 3 - len(parts)] + parts
     name = OllamaName(_decode_host(host), namespace, model, tag or inline or DEFAULT_TAG)
     _check(name, text)
     return name
 
 
 def _decode_host(segment: str) -> str:
-    host, plus, port = segment.rpartition("+")
-    return f"{host}:{port}" if plus and port.isdigit() else segment
+    # Host names are case-blind: one spelling, so one store folder and one manifests folder.
+    host, plus, port = segment.lower().rpartition("+")
+    return f"{host}:{port}" if plus and port.isdigit() else segment.lower()
 
 
 def _check(name: OllamaName, text: str) -> None:
@@ -124,7 +124,7 @@ def _check(name: OllamaName, text: str) -> None:
 
 def registry_host(url: str) -> str:
     """The host (and port) of a registry URL, as Ollama names it in paths."""
-    return urlsplit(url).netloc
+    return urlsplit(url).netloc.lower()
 
 
 def manifest_files(body: bytes, name: OllamaName) -> list[RemoteFile]:
@@ -133,19 +133,12 @@ def manifest_files(body: bytes, name: OllamaName) -> list[RemoteFile]:
     Raises:
         HubError: ``body`` is not a single-image manifest.
     """
-    try:
-        manifest = json.loads(body)
-        entries = [manifest["config"], *manifest["layers"]]
-        blobs = {
-            _DIGEST.match(entry["digest"]).group(1): int(entry["size"])  # type: ignore[union-attr]
-            for entry in entries
-        }
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        kind = manifest.get("mediaType") if isinstance(manifest, dict) else None  # type: ignore[possibly-undefined]
+    blobs = _blob_sizes(body)
+    if blobs is None:
         raise errors.HubError(
-            f"{name} is not an Ollama model: its manifest ({kind or 'unknown type'}) does not "
-            "list a config and layers with sha256 digests; check the name."
-        ) from exc
+            f"{name} is not an Ollama model: its manifest does not list a config and layers "
+            "with sha256 digests (a multi-platform image index, say); check the name."
+        )
     files = [
         RemoteFile(path=f"blobs/sha256-{hex_digest}", size=size, sha256=hex_digest)
         for hex_digest, size in blobs.items()
@@ -156,12 +149,47 @@ def manifest_files(body: bytes, name: OllamaName) -> list[RemoteFile]:
 
 def manifest_blobs(body: bytes) -> set[str]:
     """The hex digests of the blobs a stored manifest names (empty if it cannot be read)."""
+    return set(_blob_sizes(body) or ())
+
+
+def _blob_sizes(body: bytes) -> dict[str, int] | None:
+    """Hex digest to size of the config and layers (a blob listed twice once), or None."""
     try:
         manifest = json.loads(body)
-        entries = [manifest["config"], *manifest["layers"]]
-        return {entry["digest"].removeprefix("sha256:") for entry in entries}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return set()
+        blobs = {}
+        for entry in [manifest["config"], *manifest["layers"]]:
+            match = _DIGEST.match(entry["digest"])
+            if match is None:
+                return None
+            size = int(entry["size"])
+            if size < 0:
+                return None
+            blobs[match.group(1)] = size
+        return blobs
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def verified_digest(answer: Answer, pinned: str | None, label: str) -> str:
+    """The sha256 of a manifest's bytes, once it agrees with the registry's and the user's.
+
+    Raises:
+        IntegrityError: the bytes hash to another digest than ``Docker-Content-Digest`` or the
+            digest the reference pinned.
+    """
+    digest = hashlib.sha256(answer.body).hexdigest()
+    claimed = answer.headers.get("Docker-Content-Digest", "")
+    checks = [("the reference", pinned)]
+    if claimed.startswith("sha256:"):  # other algorithms cannot be compared with ours
+        checks.append(("the registry", claimed.removeprefix("sha256:")))
+    for said, expected in checks:
+        if expected and expected != digest:
+            raise errors.IntegrityError(
+                f"the manifest of {label} has sha256 {digest}, {said} says {expected}; nothing "
+                "was stored: pull again, and if it persists, something between here and the "
+                "registry alters what it sends."
+            )
+    return digest
 
 
 @dataclass
@@ -169,7 +197,7 @@ class Answer:
     """A registry's answer to one request: status, headers, a bounded body."""
 
     status: int
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # case-blind, as HTTP header names are
     body: bytes
 
     def error_code(self) -> str:
@@ -188,6 +216,10 @@ class Unauthorized(Exception):
         self.detail = detail
 
 
+class NameUnknown(Exception):
+    """The registry has no repository by that name."""
+
+
 class RegistryClient:
     """Manifest, tag and token requests to registries, with one token per repository."""
 
@@ -197,6 +229,7 @@ class RegistryClient:
         self._retries = retries
         self._tokens: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+        self._exchange = threading.Lock()
 
     def auth_headers(self, base: str, repo: str) -> dict[str, str]:
         """Headers that carry the token got for ``repo`` on ``base``, if any."""
@@ -211,21 +244,38 @@ class RegistryClient:
             Unauthorized: still refused after the token exchange, or no token to be had.
             urllib3.exceptions.HTTPError: the registry could not be reached.
         """
-        answer = self._send(base + path, {"Accept": accept, **self.auth_headers(base, repo)})
+        used = self.auth_headers(base, repo)
+        answer = self._send(base + path, {"Accept": accept, **used})
         if answer.status != 401:
             return answer
-        self.authorize(base, repo, answer.headers.get("WWW-Authenticate", ""))
+        self.authorize(base, repo, answer.headers.get("WWW-Authenticate", ""), stale=used)
         answer = self._send(base + path, {"Accept": accept, **self.auth_headers(base, repo)})
         if answer.status == 401:
             raise Unauthorized("the registry refused the token it handed out")
         return answer
 
-    def authorize(self, base: str, repo: str, challenge: str) -> None:
+    def authorize(
+        self, base: str, repo: str, challenge: str, stale: dict[str, str] | None = None
+    ) -> None:
         """Get an anonymous token for ``repo`` as the ``WWW-Authenticate`` challenge says.
+
+        Args:
+            base: the registry's base URL.
+            repo: the repository the token is for.
+            challenge: the ``WWW-Authenticate`` header of the refusal.
+            stale: the auth headers the refused request carried; when another thread has
+                replaced that token meanwhile, there is nothing to do.
 
         Raises:
             Unauthorized: no Bearer challenge, or the realm gave no token.
         """
+        # One exchange at a time: parallel downloads refused together need one new token.
+        with self._exchange:
+            if stale is not None and self.auth_headers(base, repo) != stale:
+                return
+            self._exchange_token(base, repo, challenge)
+
+    def _exchange_token(self, base: str, repo: str, challenge: str) -> None:
         scheme, _, params = challenge.partition(" ")
         fields = dict(_CHALLENGE.findall(params))
         if scheme.lower() != "bearer" or "realm" not in fields:
@@ -244,6 +294,29 @@ class RegistryClient:
             raise Unauthorized(f"its token service answered {answer.status} without a token")
         with self._lock:
             self._tokens[(base, repo)] = token
+
+    def list_tags(self, base: str, repo: str) -> list[str] | None:
+        """Every tag of ``repo``, following ``Link`` pages; None if the registry lists none.
+
+        Raises:
+            NameUnknown: the registry has no such repository.
+        """
+        tags: list[str] = []
+        path: str | None = f"/v2/{repo}/tags/list?n=1000"
+        while path:
+            answer = self.get(base, repo, path)
+            if answer.status == 404 and answer.error_code() == "NAME_UNKNOWN":
+                raise NameUnknown(repo)
+            if answer.status != 200:
+                return None
+            try:
+                tags.extend(str(tag) for tag in json.loads(answer.body).get("tags") or [])
+            except (ValueError, AttributeError, TypeError):
+                return None
+            link = _NEXT.search(answer.headers.get("Link", ""))
+            parts = urlsplit(link.group(1)) if link else None
+            path = parts.path + (f"?{parts.query}" if parts.query else "") if parts else None
+        return sorted(tags)
 
     def _send(self, url: str, headers: dict[str, str]) -> Answer:
         retry = urllib3.Retry(
@@ -265,8 +338,9 @@ class RegistryClient:
         )
         try:
             body = response.read(_MANIFEST_LIMIT + 1)
+            if len(body) > _MANIFEST_LIMIT:
+                response.close()  # the rest must not reach the next request on this connection
+                raise errors.HubError(f"{url} sent over {_MANIFEST_LIMIT} bytes: not a manifest.")
         finally:
             response.release_conn()
-        if len(body) > _MANIFEST_LIMIT:
-            raise errors.HubError(f"{url} sent more than {_MANIFEST_LIMIT} bytes: not a manifest.")
-        return Answer(response.status, dict(response.headers), body)
+        return Answer(response.status, response.headers, body)

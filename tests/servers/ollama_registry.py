@@ -73,7 +73,7 @@ class DockerRegistry:
         port = _free_port()
         config = self.root / "config.yml"
         config.write_text(_CONFIG.format(root=self.root / "data", port=port))
-        log = open(self.root / "registry.log", "wb")  # noqa: SIM115  (the process owns it)
+        log = open(self.root / "registry.log", "wb")
         self._process = subprocess.Popen(
             [BINARY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
         )
@@ -148,13 +148,16 @@ class DockerRegistry:
             }
         ).encode()
         digest = self.push_manifest(repo, tag, body)
-        blobs = {d.removeprefix("sha256:"): data for d, (_, data) in zip(digests, entries)}
+        pairs = zip(digests, entries, strict=True)
+        blobs = {blob.removeprefix("sha256:"): data for blob, (_, data) in pairs}
         return PushedModel(repo=repo, tag=tag, manifest=body, digest=digest, blobs=blobs)
 
     def blob_file(self, digest: str) -> Path:
         """Where the registry keeps a blob's bytes (to tamper with them)."""
         hex_digest = digest.removeprefix("sha256:")
-        return self.root / f"data/docker/registry/v2/blobs/sha256/{hex_digest[:2]}/{hex_digest}/data"
+        return (
+            self.root / f"data/docker/registry/v2/blobs/sha256/{hex_digest[:2]}/{hex_digest}/data"
+        )
 
 
 @dataclass
@@ -185,8 +188,10 @@ class CountingProxy:
         requests: every request seen, in order.
         cut: (path fragment, byte count): the next response whose path contains the fragment is
             cut after that many body bytes, then the rule is spent.
-        token: when set, ``/v2/`` requests need ``Authorization: Bearer <token>``; ``/token``
-            hands it out unless ``refuse_token`` is set.
+        token: when set, requests whose path holds ``protect`` (``/v2/``) need
+            ``Authorization: Bearer <token>``; ``/token`` hands it out unless ``refuse_token``.
+        tamper: a path fragment: such responses get a byte more than the registry sent.
+        ignore_ranges: forward requests without their ``Range``, as servers without ranges do.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -195,6 +200,9 @@ class CountingProxy:
         self.cut: tuple[str, int] | None = None
         self.token: str | None = None
         self.refuse_token = False
+        self.protect = "/v2/"
+        self.tamper: str | None = None
+        self.ignore_ranges = False
         self.token_requests: list[dict[str, list[str]]] = []
         self.url = ""
         self._lock = threading.Lock()
@@ -218,9 +226,11 @@ class CountingProxy:
             self._server.server_close()
 
     def blob_requests(self) -> list[Logged]:
+        """The requests for blobs, in order."""
         return [r for r in self.requests if "/blobs/" in r.path]
 
     def clear(self) -> None:
+        """Forget the requests seen so far."""
         with self._lock:
             self.requests.clear()
 
@@ -253,7 +263,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if self.path.startswith("/token"):
             entry.status = self._token()
             return
-        if owner.token and self.headers.get("Authorization") != f"Bearer {owner.token}":
+        wanted = f"Bearer {owner.token}"
+        if owner.token and owner.protect in self.path and self.headers["Authorization"] != wanted:
             entry.status = self._challenge()
             return
         entry.status = self._forward()
@@ -286,11 +297,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         upstream = self.owner.upstream
         conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=30)
         skip = {"host", "authorization", "connection"}
+        if self.owner.ignore_ranges:
+            skip.add("range")
         headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
         conn.request(self.command, self.path, headers=headers)
         response = conn.getresponse()
         body = response.read()
         conn.close()
+        if self.owner.tamper and self.owner.tamper in self.path:
+            body += b" "  # still valid JSON, but no longer the bytes the digest names
         self.send_response(response.status)
         for name, value in response.getheaders():
             if name.lower() not in ("connection", "transfer-encoding", "content-length"):

@@ -1,0 +1,398 @@
+"""Ollama models, from registry.ollama.ai or any OCI registry that holds them.
+
+References: ``ollama:llama3.2@1b``, ``ollama:namespace/model@tag``,
+``ollama:registry.example+5000/namespace/model@tag`` (a port is written ``+port``: our ids have no
+':'). The tag defaults to ``latest``, the namespace to ``library``, the registry to
+``MODEL_DOWNLOAD_OLLAMA_REGISTRY``. The stored id is ``host/namespace/model``, so two registries
+never share a name, and the stored revision is the manifest's digest, ``sha256-<hex>``
+(which a reference may also give, to pin a manifest).
+
+Files keep Ollama's own paths (``manifests/<host>/<ns>/<model>/<tag>``, ``blobs/sha256-<hex>``),
+so every stored model folder is an ``OLLAMA_MODELS`` directory, and ``on_stored`` links each model
+into one shared directory, ``<MODELS_DIR>/ollama-models``: ``OLLAMA_MODELS=<that> ollama serve``
+serves every model pulled, with no second download and no copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import urllib3
+
+from model_download import errors
+from model_download.ranged import fetch_ranged
+from model_download.refs import ModelReference, make_reference
+from model_download.resolved import RemoteFile, ResolvedModel, select_files
+from model_download.settings import Settings
+from model_download.store.store import ModelStore, StoredModel
+from model_download.transfer import RETRY_STATUSES, HttpPool, fetch_file
+from plugins.base import HubPlugin
+from plugins.hubs.ollama_layout import link_model, prune, write_atomically
+from plugins.hubs.ollama_registry import (
+    DEFAULT_REGISTRY,
+    MANIFEST_TYPES,
+    PINNED,
+    Answer,
+    NameUnknown,
+    OllamaName,
+    RegistryClient,
+    Unauthorized,
+    manifest_files,
+    parse_name,
+    registry_host,
+    verified_digest,
+)
+
+if TYPE_CHECKING:  # the ollama client loads only when a server is driven
+    from plugins.hubs.ollama_server import OllamaServer, PullProgress, ServerModel
+
+logger = logging.getLogger(__name__)
+
+#: The folder under the store root that is one ``OLLAMA_MODELS`` directory for every model.
+SHARED_DIR = "ollama-models"
+_ACCEPT = ", ".join(MANIFEST_TYPES)
+_KEEP_MANIFESTS = 64
+
+
+class _Challenge(Exception):
+    """A blob request was refused for want of a (fresh) token."""
+
+    def __init__(self, header: str) -> None:
+        super().__init__(header)
+        self.header = header
+
+
+class OllamaHub(HubPlugin):
+    """Ollama models by ``[host/][namespace/]model`` and a tag, laid out for Ollama to serve.
+
+    Attributes:
+        parallel_threshold: blobs larger than this many bytes are fetched as parallel ranges.
+        parallel_parts: how many ranges such a blob is fetched in.
+    """
+
+    name = "ollama"
+    description = "Ollama registry (MODEL_DOWNLOAD_OLLAMA_REGISTRY); a server at OLLAMA_HOST"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.parallel_threshold = int(getattr(settings, "ollama_parallel_threshold", 64 << 20))
+        self.parallel_parts = int(getattr(settings, "ollama_parallel_parts", 4))
+        # Manifests read by resolve, by digest, so that fetching one costs no second request.
+        self._manifests: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._pool = HttpPool()
+        # Its own connections: transfers that end on an error status leave theirs unusable.
+        self._registry = RegistryClient(
+            HttpPool(), timeout=settings.stall_timeout, retries=settings.retries
+        )
+
+    @property
+    def registry_url(self) -> str:
+        """The default registry's base URL."""
+        url = self._setting("ollama_registry", "MODEL_DOWNLOAD_OLLAMA_REGISTRY")
+        return (url or DEFAULT_REGISTRY).rstrip("/")
+
+    def check(self) -> None:
+        parts = urlsplit(self.registry_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise errors.PluginUnavailableError(
+                f"MODEL_DOWNLOAD_OLLAMA_REGISTRY={self.registry_url!r} is not a registry URL: "
+                f"give one such as {DEFAULT_REGISTRY}."
+            )
+
+    # -- the hub interface -----------------------------------------------------------------------
+
+    def validate(self, reference: ModelReference) -> ModelReference:
+        name = self._name(reference)
+        fields = reference.model_dump()
+        return make_reference(**{**fields, "id": name.store_id, "revision": name.tag})
+
+    def resolve(self, reference: ModelReference) -> ResolvedModel:
+        reference = self.validate(reference)
+        name, base = self._where(reference)
+        pinned = PINNED.match(name.tag)
+        wanted = f"sha256:{pinned.group(1)}" if pinned else name.tag
+        with self._translated(name, base):
+            answer = self._registry.get(
+                base, name.repo, f"/v2/{name.repo}/manifests/{wanted}", _ACCEPT
+            )
+            if answer.status == 404:
+                raise self._missing(name, base, answer)
+            if answer.status != 200:
+                raise self._error(name, base, answer.status, answer.error_code())
+        digest = verified_digest(answer, pinned.group(1) if pinned else None, f"{name} from {base}")
+        files = manifest_files(answer.body, name)
+        logger.debug("%s is manifest sha256:%s on %s", name, digest, base)
+        with self._lock:
+            self._manifests[digest] = answer.body
+            while len(self._manifests) > _KEEP_MANIFESTS:
+                self._manifests.pop(next(iter(self._manifests)))
+        chosen = select_files(files, reference.include, reference.exclude)
+        if not chosen:
+            raise errors.RemoteFileNotFoundError(
+                f"no file of {reference} matches include={list(reference.include)} "
+                f"exclude={list(reference.exclude)}: loosen the patterns (Ollama needs them all)."
+            )
+        return ResolvedModel(reference=reference, revision=f"sha256-{digest}", files=chosen)
+
+    def fetch_file(
+        self,
+        resolved: ResolvedModel,
+        file: RemoteFile,
+        dest: Path,
+        on_bytes: Callable[[int], None],
+    ) -> str:
+        name, base = self._where(resolved.reference)
+        if not file.path.startswith("blobs/"):
+            return self._write_manifest(name, base, file, dest, on_bytes)
+        url = f"{base}/v2/{name.repo}/blobs/sha256:{file.sha256}"
+        used = self._registry.auth_headers(base, name.repo)
+        try:
+            with self._translated(name, base):
+                return self._transfer(name, url, file, dest, on_bytes, used)
+        except _Challenge as challenge:
+            # The token expired, or this registry wants one for blobs only: one new token.
+            with self._translated(name, base):
+                self._registry.authorize(base, name.repo, challenge.header, stale=used)
+                headers = self._registry.auth_headers(base, name.repo)
+                try:
+                    return self._transfer(name, url, file, dest, on_bytes, headers)
+                except _Challenge as again:
+                    raise Unauthorized("the registry refused the token it handed out") from again
+
+    def on_stored(self, stored: StoredModel, store: ModelStore) -> None:
+        link_model(stored, store.root / SHARED_DIR)
+
+    # -- more than the hub interface -------------------------------------------------------------
+
+    def list_tags(self, name: str) -> list[str]:
+        """The tags of model ``name`` (``[host/][namespace/]model``) on its registry.
+
+        Raises:
+            ModelNotFoundError: the registry has no such model.
+            HubError: the registry does not list tags.
+        """
+        parsed = parse_name(name, None, registry_host(self.registry_url))
+        base = self._base(parsed)
+        tags = self._tags(parsed, base)
+        if tags is None:
+            raise errors.HubError(f"{base} does not list the tags of its models.")
+        return tags
+
+    def on_deleted(self, store: ModelStore) -> None:
+        self.prune_shared(store)
+
+    def prune_shared(self, store: ModelStore) -> list[str]:
+        """Unlink from ``ollama-models`` what no stored model holds any more; free its blobs.
+
+        Only files linked from the store are touched: models Ollama pulled there itself stay.
+
+        Returns:
+            The paths removed, relative to the shared directory.
+        """
+        return prune(store, store.root / SHARED_DIR, self.name)
+
+    def server_pull(
+        self,
+        name: str,
+        on_progress: Callable[[PullProgress], None] | None = None,
+        *,
+        insecure: bool = False,
+    ) -> str:
+        """Have the Ollama server at ``OLLAMA_HOST`` pull ``name`` (Ollama's ``model:tag``).
+
+        Args:
+            name: the model as Ollama names it, e.g. ``llama3.2:1b``.
+            on_progress: called with each progress line the server streams.
+            insecure: let the server use a registry over plain HTTP.
+
+        Returns:
+            The server's last status (``success``).
+        """
+        return self._server().pull(name, on_progress, insecure=insecure)
+
+    def server_list(self) -> list[ServerModel]:
+        """The models the Ollama server at ``OLLAMA_HOST`` holds."""
+        return self._server().list()
+
+    def server_show(self, name: str) -> dict[str, Any]:
+        """What the Ollama server at ``OLLAMA_HOST`` knows of ``name``."""
+        return self._server().show(name)
+
+    def server_delete(self, name: str) -> None:
+        """Remove ``name`` from the Ollama server at ``OLLAMA_HOST``."""
+        self._server().delete(name)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _server(self) -> OllamaServer:
+        host = self._setting("ollama_host", "OLLAMA_HOST")
+        if not host:
+            raise errors.ServiceUnavailableError(
+                "no Ollama server is configured: set OLLAMA_HOST (e.g. 127.0.0.1:11434)."
+            )
+        if importlib.util.find_spec("ollama") is None:
+            raise errors.PluginUnavailableError(
+                "the ollama client is not installed: pip install 'ollama>=0.6'."
+            )
+        from plugins.hubs.ollama_server import OllamaServer
+
+        return OllamaServer(host, timeout=self.settings.stall_timeout)
+
+    def _setting(self, field: str, variable: str) -> str | None:
+        # Settings that lack the field (an older core) leave the variable to us: same meaning.
+        return getattr(self.settings, field, None) or os.environ.get(variable) or None
+
+    def _name(self, reference: ModelReference) -> OllamaName:
+        return parse_name(reference.id, reference.revision, registry_host(self.registry_url))
+
+    def _where(self, reference: ModelReference) -> tuple[OllamaName, str]:
+        name = self._name(reference)
+        return name, self._base(name)
+
+    def _base(self, name: OllamaName) -> str:
+        # Only the configured registry may be plain HTTP; any other host is reached over TLS.
+        if name.host == registry_host(self.registry_url):
+            return self.registry_url
+        return f"https://{name.host}"
+
+    def _transfer(
+        self,
+        name: OllamaName,
+        url: str,
+        file: RemoteFile,
+        dest: Path,
+        on_bytes: Callable[[int], None],
+        headers: dict[str, str],
+    ) -> str:
+        common: dict[str, Any] = {
+            "size": file.size,
+            "sha256": file.sha256,
+            "headers": headers,
+            "check_response": partial(self._check_blob, name, self._base(name), file.path),
+            "on_bytes": on_bytes,
+            "stall_timeout": self.settings.stall_timeout,
+            "retries": self.settings.retries,
+            "fsync": self.settings.fsync,
+            "label": f"{name} {file.path}",
+        }
+        if file.size > self.parallel_threshold:
+            return fetch_ranged(self._pool, url, dest, parts=self.parallel_parts, **common)
+        return fetch_file(self._pool, url, dest, **common)
+
+    def _check_blob(
+        self, name: OllamaName, base: str, path: str, status: int, headers: Mapping[str, str]
+    ) -> None:
+        if status == 401:
+            raise _Challenge(headers.get("WWW-Authenticate", ""))
+        if status >= 400 and status not in RETRY_STATUSES:
+            raise self._error(name, base, status, path=path)
+
+    def _write_manifest(
+        self,
+        name: OllamaName,
+        base: str,
+        file: RemoteFile,
+        dest: Path,
+        on_bytes: Callable[[int], None],
+    ) -> str:
+        with self._lock:
+            body = self._manifests.get(file.sha256 or "")
+        if body is None:  # resolved in another process: ask again, by digest
+            with self._translated(name, base):
+                path = f"/v2/{name.repo}/manifests/sha256:{file.sha256}"
+                answer = self._registry.get(base, name.repo, path, _ACCEPT)
+                if answer.status != 200:
+                    raise self._error(name, base, answer.status, answer.error_code(), file.path)
+            body = answer.body
+        if hashlib.sha256(body).hexdigest() != file.sha256 or len(body) != file.size:
+            raise errors.IntegrityError(
+                f"the manifest of {name} changed between resolving and fetching it: pull again."
+            )
+        write_atomically(dest, body, fsync=self.settings.fsync)
+        on_bytes(len(body))
+        return file.sha256 or ""
+
+    def _tags(self, name: OllamaName, base: str) -> list[str] | None:
+        """Every tag of ``name``, or None when the registry does not list tags."""
+        with self._translated(name, base):
+            try:
+                return self._registry.list_tags(base, name.repo)
+            except NameUnknown:
+                raise self._error(name, base, 404, "NAME_UNKNOWN") from None
+
+    def _missing(self, name: OllamaName, base: str, answer: Answer) -> errors.ModelDownloadError:
+        """The error for a manifest the registry does not have: no such model, or no such tag."""
+        if answer.error_code() == "NAME_UNKNOWN":
+            return self._error(name, base, 404, "NAME_UNKNOWN")
+        tags = self._tags(name, base)
+        if tags:
+            shown = ", ".join(tags[:20]) + (", ..." if len(tags) > 20 else "")
+            return errors.RevisionNotFoundError(
+                f"{name.host}/{name.repo} has no tag {name.tag!r}: its tags are {shown}."
+            )
+        return errors.ModelNotFoundError(
+            f"{base} has no {name}: check the model's name and tag{self._hint(name, 'tags')}."
+        )
+
+    def _hint(self, name: OllamaName, page: str) -> str:
+        if name.host != registry_host(DEFAULT_REGISTRY):
+            return ""
+        if page == "tags":
+            return f" (https://ollama.com/{name.repo}/tags lists its tags)"
+        return " (https://ollama.com/search finds public models)"
+
+    def _error(
+        self, name: OllamaName, base: str, status: int, code: str = "", path: str | None = None
+    ) -> errors.ModelDownloadError:
+        """Our error for a registry's refusal, told by its status and distribution error code."""
+        if status in (401, 403):
+            return errors.UnauthorizedError(
+                f"{base} refuses {name} without credentials ({code or status}): model-download "
+                "pulls models anyone may read; check the name, or have an Ollama server signed "
+                "in to the registry pull it (OLLAMA_HOST, server_pull)."
+            )
+        if status == 404 and path is not None:
+            return errors.RemoteFileNotFoundError(
+                f"{base} has lost {path} of {name}: the model is broken on the registry; try "
+                "another tag, or later."
+            )
+        if status == 404:
+            hint = self._hint(name, "search")
+            return errors.ModelNotFoundError(
+                f"{base} has no model {name.host}/{name.repo}: check the name{hint}."
+            )
+        if status == 429 or status >= 500:
+            return errors.HubUnreachableError(
+                f"{base} answered {status} for {name}: the registry is busy or down, try later."
+            )
+        return errors.HubError(f"{base} answered {status} {code or ''} for {name}.")
+
+    @contextmanager
+    def _translated(self, name: OllamaName, base: str) -> Iterator[None]:
+        """Turn transport and authorization failures into our errors, with what to do."""
+        try:
+            yield
+        except errors.ModelDownloadError:
+            raise
+        except Unauthorized as exc:
+            raise errors.UnauthorizedError(
+                f"{base} wants credentials for {name} ({exc.detail}): model-download pulls "
+                "models anyone may read; check the name, or have an Ollama server signed in to "
+                "the registry pull it (OLLAMA_HOST, server_pull)."
+            ) from exc
+        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+            raise errors.HubUnreachableError(
+                f"cannot reach {base} for {name} ({type(exc).__name__}): check the network, "
+                "or MODEL_DOWNLOAD_OLLAMA_REGISTRY."
+            ) from exc
