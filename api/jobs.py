@@ -98,7 +98,10 @@ def to_spec(model: ModelRequest, known_hubs: list[str]) -> PipelineSpec:
             )
         cache = config.cache_size if config and config.cache_size else 10
         ovms = ServableOptions(name=model.name, cache_size=cache)
-    spec = PipelineSpec(hub=hub, id=model.name, revision=model.revision, convert=convert, ovms=ovms)
+    name, revision = model.name, model.revision
+    if hub == "ollama" and ":" in name.rsplit("/", 1)[-1] and revision is None:
+        name, revision = name.rsplit(":", 1)  # Ollama's own name:tag
+    spec = PipelineSpec(hub=hub, id=name, revision=revision, convert=convert, ovms=ovms)
     spec.reference()  # raises InvalidReferenceError for a bad name or revision
     return spec
 

@@ -144,6 +144,31 @@ class Settings(BaseSettings):
         validation_alias=_env("ollama_parallel_parts"),
         description="How many ranges such a blob is fetched in.",
     )
+    geti_host: str | None = Field(
+        None,
+        validation_alias=_env("geti_host", "GETI_HOST"),
+        description="Base URL of the Intel Geti server, e.g. https://geti.example.com.",
+    )
+    geti_token: SecretStr | None = Field(
+        None,
+        validation_alias=_env("geti_token", "GETI_TOKEN"),
+        description="Geti personal access token (sent as x-api-key; never logged).",
+    )
+    geti_workspace_id: str | None = Field(
+        None,
+        validation_alias=_env("geti_workspace_id", "GETI_WORKSPACE_ID"),
+        description="Geti workspace to read (default: the organization's only one).",
+    )
+    geti_verify_tls: bool = Field(
+        True,
+        validation_alias=_env("geti_verify_tls", "GETI_VERIFY_TLS"),
+        description="Check the Geti server's TLS certificate.",
+    )
+    geti_ca_bundle: Path | None = Field(
+        None,
+        validation_alias=_env("geti_ca_bundle", "GETI_CA_BUNDLE"),
+        description="PEM file of the CA that signed the Geti server's certificate.",
+    )
     ultralytics_base_url: str | None = Field(
         None,
         validation_alias=_env("ultralytics_base_url"),
@@ -171,12 +196,22 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("geti_host", "ultralytics_base_url")
+    @classmethod
+    def _strip_optional_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @field_validator("geti_ca_bundle", "ultralytics_dataset")
+    @classmethod
+    def _expand_optional(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
     @field_validator("models_dir", "prefect_home")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
 
-    @field_validator("hf_token", "api_key")
+    @field_validator("hf_token", "api_key", "geti_token")
     @classmethod
     def _empty_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():

@@ -41,6 +41,7 @@ BUILTINS: dict[Kind, dict[str, str]] = {
         "openvino": "plugins.hubs.openvino:OpenVINOHub",
         "ultralytics": "plugins.hubs.ultralytics:UltralyticsHub",
         "ollama": "plugins.hubs.ollama:OllamaHub",
+        "geti": "plugins.hubs.geti:GetiHub",
     },
     "converter": {
         "optimum-openvino": "plugins.converters.optimum_openvino:OptimumOpenVINOConverter",

@@ -91,7 +91,7 @@ def test_a_failed_pull_exits_non_zero_and_names_the_problem(hub: FakeHub) -> Non
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ("nohub:org/model", "unknown hub 'nohub': the known ones are huggingface"),
+        ("nohub:org/model", "unknown hub 'nohub': the known ones are geti, huggingface"),
         ("hf:../../etc", "'..'"),
         ("hf:org/model@bad..rev", "is malformed"),
         ("org/model", "has no hub"),

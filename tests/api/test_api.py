@@ -294,7 +294,7 @@ def test_a_token_used_for_a_private_repo_is_stored_nowhere(service: Service) -> 
             "/models/download",
             {"models": [{"name": "a/b", "hub": "nohub"}]},
             400,
-            "supports huggingface",
+            "supports geti, huggingface",
         ),
         (
             "post",

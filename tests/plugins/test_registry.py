@@ -40,7 +40,7 @@ def test_builtin_hub_is_available() -> None:
 
 
 def test_unknown_hub_names_the_known_ones() -> None:
-    with pytest.raises(UnknownPluginError, match="known ones are huggingface"):
+    with pytest.raises(UnknownPluginError, match="known ones are geti, huggingface"):
         Registry(Settings()).hub("nohub")
 
 
