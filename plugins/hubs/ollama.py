@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import urllib3
 
 from model_download import errors
+from model_download.listing import ModelSummary, SearchPage
 from model_download.ranged import fetch_ranged
 from model_download.refs import ModelReference, make_reference
 from model_download.resolved import RemoteFile, ResolvedModel, select_files
@@ -54,7 +55,7 @@ from plugins.hubs.ollama_registry import (
 )
 
 if TYPE_CHECKING:  # the ollama client loads only when a server is driven
-    from plugins.hubs.ollama_server import OllamaServer, PullProgress, ServerModel
+    from plugins.hubs.ollama_server import OllamaServer
 
 logger = logging.getLogger(__name__)
 
@@ -175,13 +176,35 @@ class OllamaHub(HubPlugin):
 
     # -- more than the hub interface -------------------------------------------------------------
 
-    def list_tags(self, name: str) -> list[str]:
-        """The tags of model ``name`` (``[host/][namespace/]model``) on its registry.
+    def search(
+        self,
+        query: str | None,
+        *,
+        author: str | None = None,
+        tags: tuple[str, ...] = (),
+        page: int = 1,
+        page_size: int = 20,
+    ) -> SearchPage:
+        """The tags of one model (``query``): registries list tags, not a catalogue of models."""
+        if not query:
+            raise errors.InvalidReferenceError(
+                "an Ollama registry lists the tags of a model: name one, e.g. 'llama3.2'."
+            )
+        found = self.list_tags(query)
+        start = (page - 1) * page_size
+        models = [ModelSummary(id=query, revision=tag) for tag in found[start : start + page_size]]
+        return SearchPage(
+            hub=self.name,
+            query=query,
+            page=page,
+            page_size=page_size,
+            models=models,
+            has_more=len(found) > start + page_size,
+        )
 
-        Raises:
-            ModelNotFoundError: the registry has no such model.
-            HubError: the registry does not list tags.
-        """
+    def list_tags(self, name: str) -> list[str]:
+        """The tags of model ``name`` (``[host/][namespace/]model``) on its registry (raises
+        ModelNotFoundError for an unknown model, HubError if the registry lists no tags)."""
         parsed = parse_name(name, None, registry_host(self.registry_url))
         base = self._base(parsed)
         tags = self._tags(parsed, base)
@@ -202,40 +225,9 @@ class OllamaHub(HubPlugin):
         """
         return prune(store, store.root / SHARED_DIR, self.name)
 
-    def server_pull(
-        self,
-        name: str,
-        on_progress: Callable[[PullProgress], None] | None = None,
-        *,
-        insecure: bool = False,
-    ) -> str:
-        """Have the Ollama server at ``OLLAMA_HOST`` pull ``name`` (Ollama's ``model:tag``).
-
-        Args:
-            name: the model as Ollama names it, e.g. ``llama3.2:1b``.
-            on_progress: called with each progress line the server streams.
-            insecure: let the server use a registry over plain HTTP.
-
-        Returns:
-            The server's last status (``success``).
-        """
-        return self._server().pull(name, on_progress, insecure=insecure)
-
-    def server_list(self) -> list[ServerModel]:
-        """The models the Ollama server at ``OLLAMA_HOST`` holds."""
-        return self._server().list()
-
-    def server_show(self, name: str) -> dict[str, Any]:
-        """What the Ollama server at ``OLLAMA_HOST`` knows of ``name``."""
-        return self._server().show(name)
-
-    def server_delete(self, name: str) -> None:
-        """Remove ``name`` from the Ollama server at ``OLLAMA_HOST``."""
-        self._server().delete(name)
-
-    # -- helpers ---------------------------------------------------------------------------------
-
-    def _server(self) -> OllamaServer:
+    def server(self) -> OllamaServer:
+        """The Ollama server at ``OLLAMA_HOST``, through the official client: ``pull`` (with
+        its progress), ``list``, ``show`` and ``delete`` there."""
         host = self._setting("ollama_host", "OLLAMA_HOST")
         if not host:
             raise errors.ServiceUnavailableError(
@@ -248,6 +240,8 @@ class OllamaHub(HubPlugin):
         from plugins.hubs.ollama_server import OllamaServer
 
         return OllamaServer(host, timeout=self.settings.stall_timeout)
+
+    # -- helpers ---------------------------------------------------------------------------------
 
     def _setting(self, field: str, variable: str) -> str | None:
         # Settings that lack the field (an older core) leave the variable to us: same meaning.
@@ -360,7 +354,7 @@ class OllamaHub(HubPlugin):
             return errors.UnauthorizedError(
                 f"{base} refuses {name} without credentials ({code or status}): model-download "
                 "pulls models anyone may read; check the name, or have an Ollama server signed "
-                "in to the registry pull it (OLLAMA_HOST, server_pull)."
+                "in to the registry pull it (OLLAMA_HOST)."
             )
         if status == 404 and path is not None:
             return errors.RemoteFileNotFoundError(
@@ -389,7 +383,7 @@ class OllamaHub(HubPlugin):
             raise errors.UnauthorizedError(
                 f"{base} wants credentials for {name} ({exc.detail}): model-download pulls "
                 "models anyone may read; check the name, or have an Ollama server signed in to "
-                "the registry pull it (OLLAMA_HOST, server_pull)."
+                "the registry pull it (OLLAMA_HOST)."
             ) from exc
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
             raise errors.HubUnreachableError(

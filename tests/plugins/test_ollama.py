@@ -273,6 +273,8 @@ def test_list_tags_and_prune_of_the_shared_dir(
     push(registry)
     push(registry, tag="v1", weights=b"other weights")
     assert hub().list_tags("tiny") == ["latest", "v1"]
+    page = hub().search("tiny", page_size=1)
+    assert [m.revision for m in page.models] == ["latest"] and page.has_more
     with pytest.raises(errors.ModelNotFoundError):
         hub().list_tags("library/nothing")
 
@@ -330,32 +332,32 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOllama]:
 def test_server_pull_reports_progress_then_lists_shows_and_deletes(server: FakeOllama) -> None:
     seen = []
 
-    assert hub().server_pull("tiny", seen.append) == "success"
+    assert hub().server().pull("tiny", seen.append) == "success"
 
     assert seen[0].status == "pulling manifest" and seen[-1].status == "success"
     done = {p.digest: p.completed for p in seen if p.digest}
     assert done == {digest: size for digest, size in server.layers("tiny")}
-    assert [m.name for m in hub().server_list()] == ["tiny:latest"]
-    assert hub().server_show("tiny")["template"] == "{{ .Prompt }}"
-    hub().server_delete("tiny")
-    assert hub().server_list() == []
+    assert [m.name for m in hub().server().list()] == ["tiny:latest"]
+    assert hub().server().show("tiny")["template"] == "{{ .Prompt }}"
+    hub().server().delete("tiny")
+    assert hub().server().list() == []
 
 
 def test_server_errors_become_ours(server: FakeOllama, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(errors.ModelNotFoundError, match="check the name and tag"):
-        hub().server_pull("nothing")
+        hub().server().pull("nothing")
     with pytest.raises(errors.UnauthorizedError, match="ollama signin"):
-        hub().server_pull("team/secret")
+        hub().server().pull("team/secret")
     with pytest.raises(errors.ModelNotFoundError, match="pull it first"):
-        hub().server_show("tiny")
+        hub().server().show("tiny")
     with pytest.raises(errors.ModelNotFoundError, match="pull it first"):
-        hub().server_delete("tiny")
+        hub().server().delete("tiny")
 
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
     runtime.reset()
     with pytest.raises(errors.ServiceUnavailableError, match="start it"):
-        hub().server_list()
+        hub().server().list()
     monkeypatch.delenv("OLLAMA_HOST")
     runtime.reset()
     with pytest.raises(errors.ServiceUnavailableError, match="set OLLAMA_HOST"):
-        hub().server_list()
+        hub().server().list()
