@@ -35,8 +35,11 @@ logger = logging.getLogger(__name__)
 
 #: Devices a model can be validated on; AUTO lets OpenVINO choose among those present.
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
-# The reference must be exact: CPUs with native bf16 would otherwise run fp32 IRs in bf16.
-_REFERENCE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+# CPUs with native bf16 (AMX, AVX512-BF16) run fp32 and fp16 IRs in bf16 by default. The
+# reference must be exact, and the model under test runs in f32 too, so that the similarity
+# measures what the conversion did to the weights, not the device's own rounding (a runtime
+# setting that the files do not carry).
+_EXACT_CPU = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 class _Stored(BaseModel):
@@ -69,6 +72,7 @@ class ValidationReport(_Stored):
     device_requested: str
     device_used: str
     device_present: bool
+    inference_precision: str | None = None
     warnings: list[str]
     compile_seconds: float
     latency_ms: float
@@ -86,6 +90,7 @@ class ValidationReport(_Stored):
         rows = [
             _row("model", self.model, True),
             _row("device", f"{self.device_requested} -> {self.device_used}", self.device_present),
+            _row("inference precision", self.inference_precision or "device default", True),
             _row("compile time", f"{self.compile_seconds:.3f} s", True),
             _row("latency (median)", f"{self.latency_ms:.3f} ms", True),
         ]
@@ -146,7 +151,8 @@ def validate_ir(
     shapes = concrete_shapes(model, static_shapes, model_xml)
     session.reshape_to = shapes if static_shapes is not None else None
     session.values = sample_inputs(model, shapes, seed)
-    compiled, compile_seconds = session.compile(model, model_xml, device, target)
+    config = _EXACT_CPU if target == "CPU" else None
+    compiled, compile_seconds = session.compile(model, model_xml, device, target, config)
     outputs, latency_ms = session.run(compiled, model, model_xml, target, runs)
     names = [port_name(port, i, "output") for i, port in enumerate(compiled.outputs)]
     checks = [
@@ -163,6 +169,7 @@ def validate_ir(
         device_requested=device,
         device_used=",".join(compiled.get_property("EXECUTION_DEVICES")) or target,
         device_present=present,
+        inference_precision=_inference_precision(compiled),
         warnings=session.warnings,
         compile_seconds=compile_seconds,
         latency_ms=latency_ms,
@@ -171,6 +178,15 @@ def validate_ir(
         similarity=similarity,
         passed=passed,
     )
+
+
+def _inference_precision(compiled: Any) -> str | None:
+    # Not every device plugin reports it (AUTO and NPU may not).
+    try:
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    except RuntimeError:
+        return None
+    return hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
 
 def _normalise_device(device: str) -> str:
@@ -301,7 +317,7 @@ class _Session:
     def compare(self, xml: Path, output: np.ndarray, name: str, threshold: float) -> Similarity:
         """Run the reference on CPU in fp32 with the same inputs and compare first outputs."""
         model = self.read(xml, "CPU")
-        compiled, _ = self.compile(model, xml, "CPU", "CPU", _REFERENCE_CONFIG)
+        compiled, _ = self.compile(model, xml, "CPU", "CPU", _EXACT_CPU)
         reference = self.run(compiled, model, xml, "CPU", 1)[0][0]
         if not _comparable(output, reference):
             shapes = f"{output.dtype}{list(output.shape)}, reference {reference.dtype}"

@@ -265,6 +265,8 @@ def test_report_rows_and_json_round_trip(tmp_path: Path) -> None:
     assert all(isinstance(row["value"], str) and isinstance(row["ok"], bool) for row in rows)
     checks = {row["check"]: row for row in rows}
     assert checks["device"] == {"check": "device", "value": "GPU -> CPU", "ok": False}
+    # Exact f32 on CPU, even where the CPU would run bf16 by default.
+    assert checks["inference precision"]["value"] == "f32" == report.inference_precision
     assert checks["similarity of logits to reference"]["ok"] is False
     assert rows[-1] == {"check": "passed", "value": "False", "ok": False}
     assert ValidationReport.model_validate_json(report.model_dump_json()) == report
