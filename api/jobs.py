@@ -29,27 +29,15 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling, Completed
 
-from api.schemas import JobPublic, ModelRequest, Progress
+from api.schemas import JobPublic, Progress
 from deployments.serve import PIPELINE_DEPLOYMENT
 from flows.pipeline import PipelineSpec
-from model_download.conversion import ConvertOptions
 from model_download.errors import (
     InvalidReferenceError,
     ServiceUnavailableError,
-    UnknownPluginError,
 )
-from model_download.ovms import ServableOptions
-from plugins.hubs.openvino import DEFAULT_ORG as OPENVINO_ORG
 
 DEPLOYMENT = f"pipeline/{PIPELINE_DEPLOYMENT}"
-#: Tasks the exporter knows for each model type of the v1 API.
-TASKS = {
-    "llm": "text-generation-with-past",
-    "vlm": "image-text-to-text",
-    "embeddings": "feature-extraction",
-    "rerank": "text-classification",
-    "vision": "image-classification",
-}
 _STATUS = {
     StateType.SCHEDULED: "queued",
     StateType.PENDING: "queued",
@@ -63,58 +51,10 @@ _STATUS = {
 }
 
 
-def to_spec(model: ModelRequest, known_hubs: list[str]) -> PipelineSpec:
-    """The pipeline's view of a v1 model request.
-
-    ``hub: openvino`` names a Hugging Face model to convert to OpenVINO IR, as in the reference
-    service; a ``config.precision`` on another hub asks for the same conversion.
-    """
-    config = model.config
-    if model.hub not in known_hubs:
-        raise UnknownPluginError(
-            f"unknown hub {model.hub!r}: this service supports {', '.join(known_hubs)}."
-        )
-    hub = model.hub
-    if model.hub == "openvino" and not _published_in_ir(model.name):
-        hub = "huggingface"  # a model to convert, as the reference service does
-    convert = None
-    if model.hub == "openvino" or (config and config.precision):
-        ov = (config.openvino_config if config else None) or None
-        convert = ConvertOptions(
-            precision=(config.precision if config else None) or "int8",
-            device=(config.device if config else None) or "CPU",
-            task=(ov.task if ov else None) or TASKS.get(model.type or ""),
-            group_size=ov.group_size if ov else None,
-            ratio=ov.ratio if ov else None,
-            sym=ov.sym if ov else None,
-            trust_remote_code=ov.trust_remote_code if ov else False,
-        )
-    ovms = None
-    if model.is_ovms:
-        if convert is None or model.type not in ("llm", "embeddings"):
-            raise InvalidReferenceError(
-                f"is_ovms prepares a converted model of type llm or embeddings: use hub "
-                f"'openvino' and one of those types for {model.name!r}."
-            )
-        cache = config.cache_size if config and config.cache_size else 10
-        ovms = ServableOptions(name=model.name, cache_size=cache)
-    name, revision = model.name, model.revision
-    if hub == "ollama" and ":" in name.rsplit("/", 1)[-1] and revision is None:
-        name, revision = name.rsplit(":", 1)  # Ollama's own name:tag
-    spec = PipelineSpec(hub=hub, id=name, revision=revision, convert=convert, ovms=ovms)
-    spec.reference()  # raises InvalidReferenceError for a bad name or revision
-    return spec
-
-
 def job_tag(spec: PipelineSpec, export_to: str | None) -> str:
     """A tag naming what a job makes: the same request gives the same tag."""
     payload = json.dumps([spec.model_dump(mode="json"), export_to], sort_keys=True)
     return "job:" + hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
-def _published_in_ir(name: str) -> bool:
-    # A bare name, or one of the OpenVINO organisation, names a model already in IR.
-    return "/" not in name or name.split("/")[0] == OPENVINO_ORG
 
 
 async def finished_jobs(

@@ -29,6 +29,19 @@ class OpenVINOConfig(BaseModel):
     trust_remote_code: bool = False
 
 
+class GetiConfig(BaseModel):
+    """Which model of a Geti project: the reference's ``config.geti``."""
+
+    model_group_id: str = Field(min_length=1, description="Model group: its id or name.")
+    export_type: Literal["base", "optimized"] = Field(
+        "optimized", description="The training framework's weights, or an optimized model."
+    )
+    optimized_model_id: str | None = Field(
+        None, description="Exactly this optimized model (else the one at config.precision)."
+    )
+    model_only: bool = Field(True, description="The model alone, not Geti's deployable code.")
+
+
 class ModelConfig(BaseModel):
     """How a model should be prepared: precision and device, and hub-specific options."""
 
@@ -37,7 +50,12 @@ class ModelConfig(BaseModel):
     precision: Literal["int4", "int8", "fp16", "fp32"] | None = None
     device: Literal["CPU", "GPU", "NPU"] | None = None
     cache_size: int | None = Field(None, ge=1, description="KV cache size in GB (LLM serving).")
-    quantize: str | None = Field(None, description="Calibration dataset (ultralytics).")
+    quantize: str | None = Field(
+        None,
+        description="int8 calibration dataset (ultralytics): a name of the service's datasets "
+        "folder (NAME.yaml, or NAME/ for -cls models); nothing is downloaded.",
+    )
+    geti: GetiConfig | None = None
     openvino_config: OpenVINOConfig | None = None
 
 

@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from model_download.cli_convert import convert_options, parse_shapes
+from model_download.cli_convert import convert_options, local_dataset, parse_shapes
 from model_download.cli_options import (
+    DatasetOpt,
     DeviceOpt,
     ExcludeOpt,
     GroupSizeOpt,
@@ -88,6 +89,7 @@ def pull(
     group_size: GroupSizeOpt = None,
     ratio: RatioOpt = None,
     sym: SymOpt = None,
+    dataset: DatasetOpt = None,
     shape: ShapeOpt = None,
     trust_remote_code: TrustRemoteCodeOpt = False,
 ) -> None:
@@ -110,6 +112,7 @@ def pull(
             group_size=group_size,
             ratio=ratio,
             sym=sym,
+            calibration_data=local_dataset(dataset),
             trust_remote_code=trust_remote_code,
             static_shapes=parse_shapes(shape),
         )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
@@ -97,23 +98,23 @@ def parse_shapes(items: list[str] | None) -> dict[str, int] | None:
     return shapes
 
 
+#: Options whose flag is not their field's name.
+_FLAGS = {"calibration_data": "dataset", "static_shapes": "shape"}
+
+
+def local_dataset(given: str | None) -> str | None:
+    """A dataset path that exists here made absolute (flows may run elsewhere); else a name."""
+    if given is None:
+        return None
+    path = Path(given).expanduser()
+    return str(path.absolute()) if path.exists() else given
+
+
 def convert_options(to: str | None, **given) -> ConvertOptions | None:
     chosen = {k: v for k, v in given.items() if v not in (None, False)}
     if to is None:
         if chosen:
-            flags = ", ".join(f"--{k.replace('_', '-')}" for k in chosen)
+            flags = ", ".join(f"--{_FLAGS.get(k, k).replace('_', '-')}" for k in chosen)
             raise InvalidReferenceError(f"{flags} apply to a conversion: add --to openvino.")
         return None
-    try:
-        return ConvertOptions(to=to, **chosen)
-    except ValidationError as exc:
-        raise _first_error(exc) from exc
-
-
-def _first_error(exc: ValidationError) -> ModelDownloadError:
-    for error in exc.errors():
-        cause = error.get("ctx", {}).get("error")
-        if isinstance(cause, ModelDownloadError):
-            return cause
-    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-    return InvalidReferenceError(f"invalid conversion options ({problems}).")
+    return ConvertOptions.checked(to=to, **chosen)

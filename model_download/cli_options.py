@@ -58,6 +58,14 @@ SymOpt = Annotated[
         show_default=False,
     ),
 ]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="int8 of YOLO models: calibration images, as a dataset name of the datasets "
+        "folder or a dataset YAML (or, for -cls, a folder) path.",
+        rich_help_panel=CONVERT,
+    ),
+]
 ShapeOpt = Annotated[
     list[str] | None,
     typer.Option(

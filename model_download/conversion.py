@@ -9,7 +9,14 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from model_download.errors import InvalidReferenceError
 from model_download.store.manifest import Manifest
@@ -39,6 +46,11 @@ class ConvertOptions(BaseModel):
     ratio: float | None = Field(None, description="int4: share of layers in int4 (default 1.0).")
     sym: bool | None = Field(None, description="int8/int4: symmetric quantization.")
     trust_remote_code: bool = Field(False, description="Allow the model's own Python code to run.")
+    calibration_data: str | None = Field(
+        None,
+        description="int8 calibration images for converters that calibrate (YOLO): a dataset "
+        "name in the datasets folder, or a dataset YAML or folder path.",
+    )
     static_shapes: dict[str, int] | None = Field(
         None, description="Static input sizes (batch, sequence) for NPU; default 1 x 128."
     )
@@ -75,6 +87,11 @@ class ConvertOptions(BaseModel):
                     f"{name} applies to int4 only, not to {self.precision}: drop it or ask "
                     "for --precision int4."
                 )
+        if self.calibration_data is not None and self.precision != "int8":
+            raise InvalidReferenceError(
+                f"calibration data applies to int8 only, not to {self.precision}: drop it or "
+                "ask for int8."
+            )
         if self.sym is not None and self.precision not in ("int8", "int4"):
             raise InvalidReferenceError(f"sym applies to int8 and int4, not to {self.precision}.")
         if self.group_size is not None and self.group_size != -1 and self.group_size < 1:
@@ -88,6 +105,25 @@ class ConvertOptions(BaseModel):
                 )
         return self
 
+    @classmethod
+    def checked(cls, **fields: object) -> ConvertOptions:
+        """Options from a request, or the first problem with them as our own error.
+
+        Raises:
+            InvalidReferenceError: naming the option at fault.
+        """
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            for error in exc.errors():
+                cause = error.get("ctx", {}).get("error")
+                if isinstance(cause, InvalidReferenceError):
+                    raise cause from None
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidReferenceError(f"invalid conversion options ({problems}).") from None
+
     @property
     def threshold(self) -> float:
         return self.min_cosine or DEFAULT_MIN_COSINE[self.precision]
@@ -100,7 +136,9 @@ class ConvertOptions(BaseModel):
 
     def at(self, precision: str) -> ConvertOptions:
         """The same request at another precision (options that do not apply dropped)."""
-        keep = self.model_dump(exclude={"precision", "group_size", "ratio", "sym", "min_cosine"})
+        keep = self.model_dump(
+            exclude={"precision", "group_size", "ratio", "sym", "min_cosine", "calibration_data"}
+        )
         return ConvertOptions(precision=precision, **keep)
 
     def conversion_fields(self) -> dict:

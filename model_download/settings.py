@@ -179,6 +179,12 @@ class Settings(BaseSettings):
         validation_alias=_env("ultralytics_dataset"),
         description="Local dataset YAML for INT8 calibration of YOLO models.",
     )
+    datasets_dir: Path | None = Field(
+        None,
+        validation_alias=_env("datasets_dir"),
+        description="Folder of named calibration datasets (NAME.yaml or NAME/), which a request "
+        "names by NAME (the v1 API's config.quantize); default: MODELS_DIR/datasets.",
+    )
     ultralytics_imgsz: int | None = Field(
         None,
         ge=32,
@@ -191,6 +197,11 @@ class Settings(BaseSettings):
         description="Where the embedded Prefect server keeps its database and results.",
     )
 
+    @property
+    def datasets(self) -> Path:
+        """Where named calibration datasets are looked up."""
+        return self.datasets_dir or self.models_dir / "datasets"
+
     @field_validator("hf_endpoint", "ollama_registry")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -201,7 +212,7 @@ class Settings(BaseSettings):
     def _strip_optional_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
 
-    @field_validator("geti_ca_bundle", "ultralytics_dataset")
+    @field_validator("geti_ca_bundle", "ultralytics_dataset", "datasets_dir")
     @classmethod
     def _expand_optional(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

@@ -39,7 +39,7 @@ def validate_stored(
         if stored.manifest.hub != CONVERTED_HUB and is_ir(stored.manifest):
             report.warnings.append(
                 "the model was published as OpenVINO IR: it was validated as published, "
-                f"without conversion, so precision {options.precision} was not applied"
+                "without conversion, at the precision it was published at"
             )
         reports.append(report)
     record = {

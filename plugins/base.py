@@ -131,6 +131,8 @@ class ConverterPlugin(Plugin):
     derives_precisions: ClassVar[bool] = True
     #: The precisions it can deliver (fp32 is converted; the others derive from it).
     precisions: ClassVar[frozenset[str]] = frozenset({"fp32", "fp16", "int8", "int4"})
+    #: Whether its int8 is calibrated on data (``calibration_data``) rather than data-free.
+    calibrates: ClassVar[bool] = False
 
     @abstractmethod
     def accepts(self, manifest: Manifest) -> bool:
@@ -146,6 +148,11 @@ class ConverterPlugin(Plugin):
             offered = ", ".join(sorted(self.precisions))
             raise InvalidReferenceError(
                 f"{self.name} converts to {offered}, not {options.precision}."
+            )
+        if options.calibration_data is not None and not self.calibrates:
+            raise InvalidReferenceError(
+                f"{self.name} compresses weights without data, so calibration data does not "
+                f"apply to {manifest.hub}:{manifest.id}: drop it."
             )
 
     def cache_inputs(self, manifest: Manifest, options: ConvertOptions) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from prefect.exceptions import ObjectNotFound
 
 from api import jobs
 from api.deps import PrefectDep, RegistryDep, StoreDep
+from api.requests import to_spec
 from api.schemas import (
     DownloadResponse,
     FilePublic,
@@ -36,7 +37,7 @@ async def download_models(
     if download_path is not None:
         check_export_path(download_path)
     hubs = [p.name for p in registry.plugins("hub") if p.available]
-    specs = [jobs.to_spec(model, hubs) for model in request.models]
+    specs = [to_spec(model, hubs) for model in request.models]
 
     # Everything already stored (and validated): record finished jobs, start no run.
     stored = [_stored_result(spec, store, registry) for spec in specs]

@@ -35,9 +35,11 @@ CHECK_IMAGE = "bus.jpg"
 # Inside staging while exporting, removed before the IR is adopted into the store.
 _WORK = ".model-download-ultralytics"
 _DATASET_HINT = (
-    "set MODEL_DOWNLOAD_ULTRALYTICS_DATASET to a local dataset: a YOLO dataset YAML whose 'val' "
-    "(or 'train') images are on this machine, or for -cls models a folder of class folders. "
-    "Nothing is downloaded: ultralytics' coco8 default is not used."
+    "name a dataset of the datasets folder (MODEL_DOWNLOAD_DATASETS_DIR: NAME.yaml, or NAME/ "
+    "for -cls models) with config.quantize or --dataset, or set MODEL_DOWNLOAD_ULTRALYTICS_DATASET "
+    "to a default: a YOLO dataset YAML whose 'val' (or 'train') images are on this machine, or "
+    "for -cls models a folder of class folders. Nothing is downloaded: ultralytics' coco8 "
+    "default is not used."
 )
 
 
@@ -50,6 +52,7 @@ class UltralyticsOpenVINOConverter(ConverterPlugin):
     precisions = frozenset({"fp32", "fp16", "int8"})
     #: Each precision comes from the exporter itself, not from compressing the fp32 IR.
     derives_precisions = False
+    calibrates = True
 
     def check(self) -> None:
         require_packages("ultralytics", "openvino", "nncf", "torch", extra="ultralytics")
@@ -126,24 +129,31 @@ class UltralyticsOpenVINOConverter(ConverterPlugin):
 
     def _imgsz(self, options: ConvertOptions) -> int | None:
         # None: the exporter's default, the size the weights were trained at.
-        return getattr(options, "imgsz", None) or getattr(self.settings, "ultralytics_imgsz", None)
+        return self.settings.ultralytics_imgsz
 
     def _dataset(self, options: ConvertOptions, manifest: Manifest) -> Path:
-        """The configured calibration dataset, checked to exist; raise if none is."""
-        given = getattr(options, "calibration_data", None) or getattr(
-            self.settings, "ultralytics_dataset", None
-        )
+        """The calibration dataset asked for, or the configured default; raise if none is."""
         name = f"{manifest.hub}:{manifest.id}"
+        given = options.calibration_data or self.settings.ultralytics_dataset
         if not given:
             raise InvalidReferenceError(
                 f"int8 export of {name} needs calibration images: {_DATASET_HINT}"
             )
-        path = Path(given).expanduser()
-        if not path.exists():
-            raise InvalidReferenceError(
-                f"the calibration dataset {path} for {name} does not exist: {_DATASET_HINT}"
-            )
-        return path
+        candidates = _dataset_candidates(str(given), self.settings.datasets)
+        for path in candidates:
+            if path.exists():
+                return path
+        looked = " or ".join(str(path) for path in candidates)
+        raise InvalidReferenceError(
+            f"the calibration dataset {given} for {name} is not there ({looked}): {_DATASET_HINT}"
+        )
+
+
+def _dataset_candidates(given: str, folder: Path) -> list[Path]:
+    """Where a dataset may be: a bare name is one of the datasets folder, anything else a path."""
+    if "/" in given or "\\" in given or given.startswith((".", "~")):
+        return [Path(given).expanduser()]
+    return [folder / f"{given}.yaml", folder / f"{given}.yml", folder / given]
 
 
 def _weight_paths(manifest: Manifest) -> list[str]:

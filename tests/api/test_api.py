@@ -4,129 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, cli_env
+from tests.api.service import API_KEY, Service, free_port, run_service, start_api
 from tests.servers.hf_hub import FakeHub
 
-API_KEY = "test-api-key"
 HF_SECRET = "hf_private_token_value_1234567890"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Service:
-    hub: FakeHub
-    api: str
-    prefect: str
-    models: Path
-    prefect_home: Path
-    env: dict[str, str]
-
-    def client(self, key: str | None = API_KEY) -> httpx.Client:
-        headers = {"X-API-Key": key} if key else {}
-        return httpx.Client(base_url=self.api, headers=headers, timeout=30)
-
-    def wait_job(self, job_id: str, timeout: float = 120) -> dict:
-        deadline = time.monotonic() + timeout
-        with self.client() as client:
-            while True:
-                job = client.get(f"/jobs/{job_id}").json()
-                if job.get("status") in ("completed", "failed", "cancelled"):
-                    return job
-                assert time.monotonic() < deadline, f"job still {job}"
-                time.sleep(0.5)
-
-
-def _wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not come up"
-        time.sleep(0.3)
-
-
-def start_api(env: dict[str, str], port: int) -> subprocess.Popen:
-    api = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_http(f"http://127.0.0.1:{port}/api/v1/health")
-    return api
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("service")
-    prefect_port, api_port = free_port(), free_port()
     with FakeHub(root / "hub") as hub:
         hub.add_token(HF_SECRET, grants=["org/private"])
-        env = cli_env(
-            MODELS_DIR=str(root / "models"),
-            HF_ENDPOINT=hub.url,
-            HF_TOKEN=HF_SECRET,
-            MODEL_DOWNLOAD_PREFECT_HOME=str(root / "prefect"),
-            MODEL_DOWNLOAD_API_PORT=str(api_port),
-            MODEL_DOWNLOAD_API_KEY=API_KEY,
-            MODEL_DOWNLOAD_STALL_TIMEOUT="60",
-        )
-        log = open(root / "service.log", "w")  # noqa: SIM115  (closed below)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "model_download", "serve", "--port", str(prefect_port)],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_http(f"http://127.0.0.1:{api_port}/api/v1/health")
-            prefect = f"http://127.0.0.1:{prefect_port}/api"
-            _wait_http(f"{prefect}/deployments/name/pipeline/pipeline")
-            env = {**env, "PREFECT_API_URL": prefect, "PREFECT_HOME": str(root / "prefect")}
-            yield Service(
-                hub,
-                f"http://127.0.0.1:{api_port}/api/v1",
-                prefect,
-                root / "models",
-                root / "prefect",
-                env,
-            )
-        finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=60)
-            log.close()
+        with run_service(root, hub, HF_TOKEN=HF_SECRET) as running:
+            yield running
 
 
 def _files(seed: str) -> dict[str, bytes]:

@@ -34,6 +34,11 @@ def test_pull_convert_validate_and_show(hub: FakeHub, tmp_path: Path, isolated_e
     ("args", "message"),
     [
         (["--precision", "int8"], "--precision apply to a conversion: add --to openvino"),
+        (["--dataset", "coco8"], "--dataset apply to a conversion: add --to openvino"),
+        (
+            ["--to", "openvino", "--precision", "fp16", "--dataset", "coco8"],
+            "calibration data applies to int8 only",
+        ),
         (["--to", "openvino", "--precision", "int3"], "unknown precision 'int3'"),
         (["--to", "openvino", "--device", "TPU"], "unknown device 'TPU'"),
         (["--to", "onnx"], "invalid conversion options (to:"),

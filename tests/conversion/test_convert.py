@@ -120,6 +120,19 @@ def test_onnx_converts_to_fp32_and_fp16_only(service: Service) -> None:
         service.convert(source, precision="fp32", task="feature-extraction")
 
 
+def test_calibration_data_is_refused_where_int8_needs_none(service: Service) -> None:
+    source = service.pull("hf:tiny/bert")
+    with pytest.raises(errors.InvalidReferenceError, match="without data, so calibration data"):
+        service.convert(source, precision="int8", calibration_data="coco8")
+
+
+def test_checked_options_raise_our_own_error() -> None:
+    with pytest.raises(errors.InvalidReferenceError, match="group_size applies to int4 only"):
+        ConvertOptions.checked(precision="int8", group_size=64)
+    with pytest.raises(errors.InvalidReferenceError, match="invalid conversion options"):
+        ConvertOptions.checked(min_cosine=2)
+
+
 def test_an_absent_device_is_said_plainly(service: Service) -> None:
     converted = service.convert(service.pull("hf:tiny/bert"), precision="fp32")
     validated, [report] = service.validate(converted, precision="fp32", device="GPU")
@@ -230,6 +243,7 @@ def test_a_repo_already_in_ir_is_validated_without_conversion(
         ({"precision": "fp16", "sym": True}, "sym applies to int8 and int4"),
         ({"precision": "int4", "ratio": 1.5}, "ratio must be above 0"),
         ({"static_shapes": {"height": 3}}, "static shape height=3"),
+        ({"precision": "fp16", "calibration_data": "coco8"}, "applies to int8 only"),
     ],
 )
 def test_bad_options_are_named(options: dict, message: str) -> None:

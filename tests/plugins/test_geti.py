@@ -24,7 +24,7 @@ from model_download.settings import Settings
 from model_download.store.store import ModelStore, StoredModel
 from plugins.hubs.geti import GetiHub
 from plugins.hubs.geti_client import TLSVerificationError
-from plugins.registry import BUILTINS, Registry
+from plugins.registry import Registry
 from tests.servers.geti_api import FakeGeti
 from tests.servers.geti_content import Group, Model, Optimized, Project
 
@@ -114,7 +114,6 @@ def geti(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ir: dict[str, dict[str, bytes]]
 ) -> Iterator[Site]:
     """A Geti server on loopback with one trained model; GETI_HOST and GETI_TOKEN point at it."""
-    monkeypatch.setitem(BUILTINS["hub"], "geti", "plugins.hubs.geti:GetiHub")
     with FakeGeti(tmp_path / "geti") as server:
         monkeypatch.setenv("GETI_HOST", server.url)
         monkeypatch.setenv("GETI_TOKEN", server.token)
@@ -290,7 +289,6 @@ def test_unknown_project_group_model_and_variant(geti: Site) -> None:
 def test_tls_is_verified_against_the_ca_bundle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ir: dict[str, dict[str, bytes]]
 ) -> None:
-    monkeypatch.setitem(BUILTINS["hub"], "geti", "plugins.hubs.geti:GetiHub")
     with FakeGeti(tmp_path / "tls-geti", tls=True) as server:
         _serve(server, ir)
         monkeypatch.setenv("GETI_HOST", server.url)

@@ -21,7 +21,6 @@ from model_download.refs import parse_reference
 from model_download.runtime import get_registry, get_store
 from model_download.store.store import StoredModel
 from plugins.hubs.ollama import SHARED_DIR, OllamaHub
-from plugins.registry import BUILTINS
 from tests.servers.ollama_api import FakeOllama
 from tests.servers.ollama_registry import (
     MODEL,
@@ -49,7 +48,6 @@ def proxy(registry: DockerRegistry, monkeypatch: pytest.MonkeyPatch) -> Iterator
     with CountingProxy(registry.url) as counting:
         monkeypatch.setenv("MODEL_DOWNLOAD_OLLAMA_REGISTRY", counting.url)
         monkeypatch.setenv("MODEL_DOWNLOAD_RETRIES", "2")
-        monkeypatch.setitem(BUILTINS["hub"], "ollama", "plugins.hubs.ollama:OllamaHub")
         runtime.reset()
         yield counting
 
@@ -288,7 +286,6 @@ def test_list_tags_and_prune_of_the_shared_dir(
 
 
 def test_reference_forms(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(BUILTINS["hub"], "ollama", "plugins.hubs.ollama:OllamaHub")
     runtime.reset()
 
     def validated(text: str) -> tuple[str, str | None]:
@@ -308,7 +305,6 @@ def test_reference_forms(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unreachable_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(BUILTINS["hub"], "ollama", "plugins.hubs.ollama:OllamaHub")
     monkeypatch.setenv("MODEL_DOWNLOAD_OLLAMA_REGISTRY", "http://127.0.0.1:9")
     monkeypatch.setenv("MODEL_DOWNLOAD_RETRIES", "0")
     runtime.reset()
@@ -324,7 +320,6 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOllama]:
     pytest.importorskip("ollama", reason="the ollama client is not installed: pip install ollama")
     with FakeOllama({"tiny": [1000, 20]}, private=("team/secret",)) as fake:
         monkeypatch.setenv("OLLAMA_HOST", fake.url)
-        monkeypatch.setitem(BUILTINS["hub"], "ollama", "plugins.hubs.ollama:OllamaHub")
         runtime.reset()
         yield fake
 

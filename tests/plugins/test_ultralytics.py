@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import AliasChoices, Field
 
 # ultralytics reads these once, at import: no downloads, no pip, settings in a throw-away folder.
 os.environ["YOLO_OFFLINE"] = "1"
@@ -45,25 +44,11 @@ IMGSZ = 64
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-class UltralyticsSettings(Settings):
-    """Settings with the fields the plugins read, until ``Settings`` declares them."""
-
-    ultralytics_base_url: str | None = Field(
-        None, validation_alias=AliasChoices("MODEL_DOWNLOAD_ULTRALYTICS_BASE_URL")
-    )
-    ultralytics_dataset: Path | None = Field(
-        None, validation_alias=AliasChoices("MODEL_DOWNLOAD_ULTRALYTICS_DATASET")
-    )
-    ultralytics_imgsz: int | None = Field(
-        None, validation_alias=AliasChoices("MODEL_DOWNLOAD_ULTRALYTICS_IMGSZ")
-    )
-
-
 class Service:
     """A store and a registry whose ultralytics plugins read ``settings``."""
 
     def __init__(self, root: Path, **settings: object) -> None:
-        self.settings = UltralyticsSettings(models_dir=root, **settings)
+        self.settings = Settings(models_dir=root, **settings)
         self.store = ModelStore(root)
         self.registry = plugin_registry.Registry(self.settings)
 
@@ -71,10 +56,10 @@ class Service:
         resolved = resolve_reference(parse_reference(model), self.registry)
         return download_resolved(resolved, store=self.store, registry=self.registry)
 
-    def convert(self, source: StoredModel, precision: str) -> StoredModel:
+    def convert(self, source: StoredModel, precision: str, **options: object) -> StoredModel:
         return convert_stored(
             source,
-            ConvertOptions(precision=precision),
+            ConvertOptions(precision=precision, **options),
             store=self.store,
             registry=self.registry,
             settings=self.settings,
@@ -98,23 +83,6 @@ def no_internet() -> Iterator[list[str]]:
         patch.setattr(socket, "getaddrinfo", loopback_only)
         yield asked
     assert asked == [], f"something tried to go online: {asked}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def registered() -> Iterator[None]:
-    """The plugins as built-ins (a no-op once the registry lists them itself)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(
-            plugin_registry.BUILTINS["hub"],
-            "ultralytics",
-            "plugins.hubs.ultralytics:UltralyticsHub",
-        )
-        patch.setitem(
-            plugin_registry.BUILTINS["converter"],
-            "ultralytics-openvino",
-            "plugins.converters.ultralytics_openvino:UltralyticsOpenVINOConverter",
-        )
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -329,6 +297,24 @@ def test_a_dataset_download_script_never_runs(
         converter.convert(source.path, source.manifest, ConvertOptions(precision="int8"), staging)
     assert not marker.exists()
     assert list(staging.iterdir()) == []
+
+
+def test_a_named_dataset_is_looked_up_in_the_datasets_folder(
+    source: StoredModel, dataset: Path, tmp_path: Path
+) -> None:
+    named = Service(tmp_path / "store", datasets_dir=dataset.parent, ultralytics_imgsz=IMGSZ)
+    converter = named.registry.converter("ultralytics-openvino")
+    options = ConvertOptions(precision="int8", calibration_data=dataset.stem)
+
+    converter.check_options(source.manifest, options)
+    inputs = converter.cache_inputs(source.manifest, options)
+    assert inputs["calibration_data"] == str(dataset)
+    assert inputs["calibration_sha256"] == hashlib.sha256(dataset.read_bytes()).hexdigest()
+
+    missing = ConvertOptions(precision="int8", calibration_data="coco8")
+    with pytest.raises(errors.InvalidReferenceError, match="coco8.yaml or .*coco8.yml") as caught:
+        converter.check_options(source.manifest, missing)
+    assert str(dataset.parent) in str(caught.value) and "Nothing is downloaded" in str(caught.value)
 
 
 def test_int4_is_refused(service: Service, source: StoredModel) -> None:
