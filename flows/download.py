@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from flows.naming import models_run_name
 from model_download.errors import ModelDownloadError
 from model_download.refs import ModelReference, make_reference
-from model_download.runtime import get_settings
+from model_download.runtime import get_registry, get_settings
 from tasks.download import pull_model
+
+#: Models downloaded at once: bounded, so the UI's form shows the range and a typo cannot ask
+#: for none (or for thousands of threads).
+Concurrency = Annotated[int, Field(ge=1, le=64)]
 
 
 class ModelSpec(BaseModel):
@@ -48,43 +53,28 @@ class ModelOutcome(BaseModel):
 
 
 @flow(name="download-models", flow_run_name=models_run_name("download"))
-def download_models(models: list[ModelSpec], concurrency: int | None = None) -> list[ModelOutcome]:
+def download_models(
+    models: list[ModelSpec], concurrency: Concurrency | None = None
+) -> list[ModelOutcome]:
     """Download models into the store, several at once; a model's failure spares the others.
 
     Args:
         models: the models to download.
-        concurrency: how many models download at once (default: the service's setting).
+        concurrency: how many models download at once, 1 to 64 (default: the service's
+            setting).
     """
     logger = get_run_logger()
-    # Every reference is checked before anything starts: bad input fails the run at once.
-    references = [spec.reference() for spec in models]
-    limit = concurrency or get_settings().download_concurrency
+    # Every reference is checked, by its hub's rules too, before anything starts: bad input
+    # fails the run at once, with the reason.
+    registry = get_registry()
+    references = [registry.hub(r.hub).validate(r) for r in (spec.reference() for spec in models)]
+    limit = concurrency if concurrency is not None else get_settings().download_concurrency
 
     with ThreadPoolTaskRunner(max_workers=limit) as runner:
         futures = [runner.submit(pull_model, {"reference": ref}) for ref in references]
         states = [future.wait() or future.state for future in futures]
 
-    outcomes = []
-    for reference, state in zip(references, states, strict=True):
-        if state.is_completed():
-            stored = state.result()
-            outcomes.append(
-                ModelOutcome(
-                    model=str(reference),
-                    status="stored",
-                    revision=stored.manifest.revision,
-                    path=str(stored.path),
-                    size=stored.manifest.total_size,
-                    files=len(stored.manifest.files),
-                )
-            )
-        else:
-            error = state.result(raise_on_failure=False)
-            outcomes.append(
-                ModelOutcome(
-                    model=str(reference), status="failed", error=str(error) or state.message
-                )
-            )
+    outcomes = [_outcome(ref, state) for ref, state in zip(references, states, strict=True)]
     _report(outcomes)
 
     failed = [o for o in outcomes if o.status == "failed"]
@@ -95,6 +85,22 @@ def download_models(models: list[ModelSpec], concurrency: int | None = None) -> 
         )
     logger.info("stored %d models", len(outcomes))
     return outcomes
+
+
+def _outcome(reference: ModelReference, state: State) -> ModelOutcome:
+    if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        message = str(error) or state.message
+        return ModelOutcome(model=str(reference), status="failed", error=message)
+    stored = state.result()
+    return ModelOutcome(
+        model=str(reference),
+        status="stored",
+        revision=stored.manifest.revision,
+        path=str(stored.path),
+        size=stored.manifest.total_size,
+        files=len(stored.manifest.files),
+    )
 
 
 def _report(outcomes: list[ModelOutcome]) -> None:

@@ -18,3 +18,13 @@ class Progress:
 
     def finish(self, label: str, ok: bool) -> None:
         """The download ended, well or not."""
+
+
+def format_size(nbytes: int) -> str:
+    """``nbytes`` for people, in powers of 1000: ``512 B``, ``12.3 MB``."""
+    size = float(nbytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(size) < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"

@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from model_download.errors import ModelDownloadError, StoreError
+from model_download.cancel import Cancel, cancelling
+from model_download.errors import DownloadCancelled, ModelDownloadError, StoreError
 from model_download.progress import Progress
 from model_download.refs import ModelReference, check_relative_path
 from model_download.resolved import RemoteFile, ResolvedModel
@@ -50,11 +52,23 @@ def download_resolved(
     registry: Registry,
     progress: Progress | None = None,
     file_concurrency: int = 4,
+    cancel: Cancel | None = None,
 ) -> StoredModel:
     """Make sure the store holds ``resolved``; download only what it lacks.
 
     A second process asking for the same model waits on the model's lock and then finds the
     model in the store. Nothing is listed before every file is fetched and verified.
+
+    Args:
+        resolved: the model, pinned to a revision, with the files to fetch.
+        store: where it goes.
+        registry: the plugins, for the model's hub.
+        progress: told of the bytes as they arrive.
+        file_concurrency: files of the model fetched at once.
+        cancel: setting it stops the download promptly (Ctrl-C); partial files are kept.
+
+    Raises:
+        ModelDownloadError: the first file that failed says why; the others were stopped.
     """
     ref = resolved.reference
     hub = registry.hub(ref.hub)
@@ -63,7 +77,7 @@ def download_resolved(
         hub.on_stored(stored, store)
         return stored
 
-    with store.locked(ref.hub, ref.id, resolved.revision) as lock:
+    with store.locked(ref.hub, ref.id, resolved.revision, cancel) as lock:
         # Whoever held the lock before us may have just stored it.
         if stored := find_in_store(store, resolved):
             logger.info("%s was stored by another process while we waited", ref)
@@ -72,28 +86,42 @@ def download_resolved(
             return stored
 
         staging = store.staging_dir(ref.hub, ref.id, resolved.revision)
-        files = _fetch_all(hub, resolved, staging, store, progress, file_concurrency)
+        stop = Cancel(parent=cancel)
+        files = _fetch_all(hub, resolved, staging, store, progress, file_concurrency, stop)
         if not lock.is_held():
             raise StoreError(
                 f"the lock on {ref} was taken over while downloading (was this process paused "
                 "for long?); nothing was published: pull again."
             )
-        for file in files:
-            store.blobs.adopt(file.sha256, staging / file.path)
-        manifest = Manifest(
-            hub=ref.hub,
-            id=ref.id,
-            revision=resolved.revision,
-            requested_revisions=[ref.revision] if ref.revision else [],
-            selections=[Selection(include=list(ref.include), exclude=list(ref.exclude))],
-            format=resolved.format,
-            files=files,
-            tools=hub.tool_versions(),
-        )
-        stored = store.publish(staging, manifest)
+        stored = _publish(store, staging, resolved, files, hub)
     logger.info("stored %s at %s", ref, stored.path)
     hub.on_stored(stored, store)
     return stored
+
+
+def _publish(
+    store: ModelStore,
+    staging: Path,
+    resolved: ResolvedModel,
+    files: list[ManifestFile],
+    hub: HubPlugin,
+) -> StoredModel:
+    ref = resolved.reference
+    for file in files:
+        store.blobs.adopt(file.sha256, staging / file.path)
+    # Only these files are published; anything else in staging (a partial file of an earlier
+    # pull that selected more) stays there for the pull that wants it.
+    manifest = Manifest(
+        hub=ref.hub,
+        id=ref.id,
+        revision=resolved.revision,
+        requested_revisions=[ref.revision] if ref.revision else [],
+        selections=[Selection(include=list(ref.include), exclude=list(ref.exclude))],
+        format=resolved.format,
+        files=files,
+        tools=hub.tool_versions(),
+    )
+    return store.publish(staging, manifest)
 
 
 def _fetch_all(
@@ -103,8 +131,13 @@ def _fetch_all(
     store: ModelStore,
     progress: Progress | None,
     file_concurrency: int,
+    cancel: Cancel,
 ) -> list[ManifestFile]:
-    """Fetch every selected file into ``staging``, reusing content the store already has."""
+    """Fetch every selected file into ``staging``, reusing content the store already has.
+
+    The first file to fail stops the others (their partial files stay for a resume), so its
+    error surfaces at once rather than after every sibling transfer has run its course.
+    """
     label = str(resolved.reference)
     listener = progress or Progress()
     listener.start(label, resolved.total_size)
@@ -112,32 +145,60 @@ def _fetch_all(
     lock = threading.Lock()
 
     def on_bytes(nbytes: int) -> None:
+        # Every hub reports here, whatever it transfers with: the place to stop it.
+        cancel.check(label)
         with lock:
             listener.advance(label, nbytes)
 
     def fetch(file: RemoteFile) -> ManifestFile:
+        cancel.check(f"{label}: {file.path}")
         # A hub may send any path: never let one climb out of the staging folder.
         dest = staging / check_relative_path(file.path, f"file {file.path!r} of {label}")
         sha256 = _reuse(store, known, file, dest)
         if sha256 is not None:
             on_bytes(file.size)
         else:
-            sha256 = hub.fetch_file(resolved, file, dest, on_bytes)
+            with cancelling(cancel):
+                sha256 = hub.fetch_file(resolved, file, dest, on_bytes)
         return ManifestFile(path=file.path, size=file.size, sha256=sha256, git_oid=file.git_oid)
 
     ok = False
     try:
-        with ThreadPoolExecutor(max(1, file_concurrency), thread_name_prefix="fetch") as pool:
-            # Each file runs in a copy of our context, so progress listeners that rely on
-            # context variables (Prefect's run context) still find them.
-            futures = [
-                pool.submit(contextvars.copy_context().run, fetch, f) for f in resolved.files
-            ]
-            fetched = [future.result() for future in futures]
+        fetched = _run_all(fetch, resolved.files, file_concurrency, cancel)
         ok = True
     finally:
         listener.finish(label, ok)
     return fetched
+
+
+def _run_all(
+    fetch: Callable[[RemoteFile], ManifestFile],
+    files: tuple[RemoteFile, ...],
+    concurrency: int,
+    cancel: Cancel,
+) -> list[ManifestFile]:
+    """Fetch the files, ``concurrency`` at once; on the first failure, or Ctrl-C, stop the rest."""
+    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="fetch") as pool:
+        # Each file runs in a copy of our context, so progress listeners that rely on context
+        # variables (Prefect's run context) still find them.
+        futures = [pool.submit(contextvars.copy_context().run, fetch, f) for f in files]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            cancel.set("the pull was interrupted")
+            raise
+        if any(f.exception() is not None for f in done):
+            cancel.set("another file of the model failed")
+    return _results(futures)
+
+
+def _results(futures: list[Future]) -> list[ManifestFile]:
+    errors = [e for e in (f.exception() for f in futures) if e is not None]
+    # The file that failed first tells why, not the files stopped because of it.
+    errors.sort(key=lambda e: isinstance(e, DownloadCancelled))
+    if errors:
+        raise errors[0]
+    return [f.result() for f in futures]
 
 
 def _known_files(store: ModelStore, resolved: ResolvedModel) -> dict[str, tuple[Path, str]]:

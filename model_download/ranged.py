@@ -16,26 +16,28 @@ import contextvars
 import hashlib
 import logging
 import os
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import urllib3
 
-from model_download.errors import IntegrityError, TransferError
+from model_download.cancel import Cancel, current
+from model_download.errors import DownloadCancelled, IntegrityError, TransferError
+from model_download.store.disk import disk_errors
 from model_download.transfer import (
     RETRY_STATUSES,
     ByteCallback,
     HttpPool,
     ResponseCheck,
     fetch_file,
+    start_writeback,
 )
 
 logger = logging.getLogger(__name__)
 
 _PIECE = 4 << 20
+_WRITE_BEHIND = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ class _Job:
     stall_timeout: float
     retries: int
     label: str
-    abort: threading.Event = field(default_factory=threading.Event)
+    # Set when a part fails, and whenever the pull this file belongs to is stopped.
+    abort: Cancel = field(default_factory=lambda: Cancel(parent=current()))
 
 
 class _NoRanges(Exception):
@@ -108,6 +111,8 @@ def fetch_ranged(
     Raises:
         TransferError: a part kept failing.
         IntegrityError: the joined bytes do not match ``sha256`` (every part is discarded).
+        StoreError: a part or ``dest`` cannot be written (disk full, permission denied).
+        DownloadCancelled: the pull was stopped; the parts are kept for the next one.
     """
     label = label or url
     plain = dict(size=size, sha256=sha256, headers=headers, check_response=check_response)
@@ -116,20 +121,22 @@ def fetch_ranged(
     if count == 1 or dest.exists():
         # A dest is what a single stream (or a finished join) leaves: that stream resumes it,
         # and no part may stay behind to be published with the model.
-        _clear(dest)
+        with disk_errors(dest):
+            _clear(dest)
         return fetch_file(pool, url, dest, label=label, **plain)
 
-    pieces = _plan(dest, size, count)
     identity = {**(headers or {}), "Accept-Encoding": "identity"}
     report = on_bytes or (lambda _n: None)
     job = _Job(pool, url, identity, check_response, report, stall_timeout, retries, label)
-    try:
-        _fetch_parts(job, pieces)
-    except _NoRanges:
-        logger.info("%s ignores byte ranges: fetching %s over one stream", url, label)
-        _discard(pieces, job.report)
-        return fetch_file(pool, url, dest, label=label, **plain)
-    return _join(pieces, dest, size, sha256, fsync, label)
+    with disk_errors(dest):
+        pieces = _plan(dest, size, count)
+        try:
+            _fetch_parts(job, pieces)
+            return _join(pieces, dest, size, sha256, fsync, label)
+        except _NoRanges:
+            logger.info("%s ignores byte ranges: fetching %s over one stream", url, label)
+            _discard(pieces, job.report)
+    return fetch_file(pool, url, dest, label=label, **plain)
 
 
 def _plan(dest: Path, size: int, count: int) -> list[_Part]:
@@ -159,11 +166,19 @@ def _fetch_parts(job: _Job, pieces: list[_Part]) -> None:
             for part in pieces
         ]
         try:
-            for future in futures:
-                future.result()
-        finally:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            job.abort.set("the download was interrupted")
+            raise
+        if any(f.done() and f.exception() is not None for f in futures):
             # One part failing dooms the file: stop the others rather than let them run on.
-            job.abort.set()
+            job.abort.set("another part of the file failed")
+    errors = [e for e in (f.exception() for f in futures) if e is not None]
+    # The part that failed first tells why, not the parts stopped because of it.
+    errors.sort(key=lambda e: isinstance(e, DownloadCancelled))
+    if errors:
+        raise errors[0]
+    job.abort.check(job.label)  # parts stopped by a cancel return without their bytes
 
 
 def _fetch_part(job: _Job, part: _Part) -> None:
@@ -187,7 +202,7 @@ def _fetch_part(job: _Job, part: _Part) -> None:
             ) from reason
         logger.info("retrying %s at byte %d: %s", job.label, part.start + part.have(), reason)
         if failures:
-            time.sleep(min(0.25 * 2 ** (failures - 1), 8.0))
+            job.abort.wait(min(0.25 * 2 ** (failures - 1), 8.0))
 
 
 def _attempt(job: _Job, part: _Part) -> None:
@@ -202,6 +217,7 @@ def _attempt(job: _Job, part: _Part) -> None:
         timeout=urllib3.Timeout(connect=job.stall_timeout, read=job.stall_timeout),
     )
     finished = False
+    job.abort.watch(response)
     try:
         if response.status in RETRY_STATUSES:
             raise _RetryStatus(f"HTTP {response.status}")
@@ -215,6 +231,7 @@ def _attempt(job: _Job, part: _Part) -> None:
             raise TransferError(f"{job.url} sent another range than bytes {offset}-{part.end}")
         finished = _stream(job, part, response)
     finally:
+        job.abort.unwatch(response)
         if not finished:
             response.close()  # unread bytes must not reach the next request on this connection
         response.release_conn()
@@ -245,12 +262,17 @@ def _join(
     buffer = memoryview(bytearray(_PIECE))
     total = 0
     with open(joined, "wb") as out:
+        handed = 0
         for part in pieces:
             with open(part.path, "rb") as source:
                 while count := source.readinto(buffer):
                     digest.update(buffer[:count])
                     out.write(buffer[:count])
                     total += count
+                    if fsync and total - handed >= _WRITE_BEHIND:
+                        out.flush()
+                        start_writeback(out.fileno(), handed, total - handed)
+                        handed = total
         if fsync:
             out.flush()
             os.fsync(out.fileno())

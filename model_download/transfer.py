@@ -16,15 +16,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import time
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import urllib3
 
+from model_download.cancel import Cancel, current
 from model_download.errors import IntegrityError, TransferError
+from model_download.store.disk import disk_errors
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 # Up to this much per read: few enough reads that Python's per-read cost stays small.
 _PIECE = 4 << 20
+# Hand this much written data to the kernel's writeback at a time, while the download goes on.
+_WRITE_BEHIND = 16 << 20
 
 ByteCallback = Callable[[int], None]
 #: Given a status and headers, raises the hub's own error for an answer that will not improve.
@@ -77,10 +81,12 @@ class _Hashes:
 class _State:
     """Where a file's download stands: bytes on disk and their running hashes."""
 
-    def __init__(self, dest: Path, hashes: _Hashes) -> None:
+    def __init__(self, dest: Path, hashes: _Hashes, cancel: Cancel, write_behind: bool) -> None:
         self.dest = dest
         self.hashes = hashes
         self.offset = 0
+        self.cancel = cancel
+        self.write_behind = write_behind
 
 
 def fetch_file(
@@ -122,28 +128,68 @@ def fetch_file(
     Raises:
         TransferError: the transfer kept failing.
         IntegrityError: the bytes do not match the published size or hash (``dest`` is removed).
+        StoreError: ``dest`` cannot be written (disk full, permission denied), naming it.
+        DownloadCancelled: the pull this transfer belongs to was stopped; ``dest`` is kept.
     """
     label = label or url
     report = on_bytes or (lambda _n: None)
-    state = _State(dest, _Hashes(size, git_oid is not None))
-    state.offset = _hash_existing(dest, size, state.hashes)
-    report(state.offset)
+    request = _Request(pool, url, headers or {}, check_response, stall_timeout)
+    with disk_errors(dest):
+        state = _State(dest, _Hashes(size, git_oid is not None), current(), write_behind=fsync)
+        state.offset = _hash_existing(dest, size, state.hashes, state.cancel, label)
+        report(state.offset)
+        _download(request, state, size, git_oid is not None, report, retries, label)
+        dest.touch()  # an empty file needs no request, but must still be there
+        _verify(dest, label, size, state.offset, state.hashes, sha256, git_oid)
+        if fsync:
+            with open(dest, "rb") as done:
+                # Durable before it is published: a power cut must not leave a listed model
+                # truncated.
+                os.fsync(done.fileno())
+    return state.hashes.sha256.hexdigest()
 
+
+@dataclass(frozen=True)
+class _Request:
+    """How to ask for the file: the same for every attempt."""
+
+    pool: HttpPool
+    url: str
+    headers: dict[str, str]
+    check_response: ResponseCheck | None
+    stall_timeout: float
+
+
+def _download(
+    request: _Request,
+    state: _State,
+    size: int | None,
+    want_git_oid: bool,
+    report: ByteCallback,
+    retries: int,
+    label: str,
+) -> None:
+    """Attempt until the file is whole, resuming each time where the last attempt stopped."""
+    cancel = state.cancel
     failures = 0
     while size is None or state.offset < size:
+        cancel.check(label)
         before = state.offset
         try:
-            _attempt(pool, url, state, headers or {}, check_response, report, stall_timeout)
+            _attempt(request, state, report)
+            cancel.check(label)
             if size is None or state.offset >= size:
-                break
+                return
             reason: Exception = TransferError(f"the body ended early at byte {state.offset}")
         except _Restart as restart:
             report(-state.offset)
-            state.hashes, state.offset = _Hashes(size, git_oid is not None), 0
-            dest.unlink(missing_ok=True)
+            state.hashes, state.offset = _Hashes(size, want_git_oid), 0
+            state.dest.unlink(missing_ok=True)
             reason = restart
         except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, _RetryStatus) as exc:
             reason = exc
+        # A cut made by the cancel itself is no failure of the hub's.
+        cancel.check(label)
 
         # Bytes moved means the hub is alive: only attempts that moved nothing count.
         failures = 0 if state.offset > before else failures + 1
@@ -154,15 +200,7 @@ def fetch_file(
             ) from reason
         logger.info("retrying %s at byte %d after: %s", label, state.offset, _describe(reason))
         if failures:
-            time.sleep(min(0.25 * 2 ** (failures - 1), 8.0))
-
-    dest.touch()  # an empty file needs no request, but must still be there
-    _verify(dest, label, size, state.offset, state.hashes, sha256, git_oid)
-    if fsync:
-        with open(dest, "rb") as done:
-            # Durable before it is published: a power cut must not leave a listed model truncated.
-            os.fsync(done.fileno())
-    return state.hashes.sha256.hexdigest()
+            cancel.wait(min(0.25 * 2 ** (failures - 1), 8.0))
 
 
 class _RetryStatus(Exception):
@@ -174,21 +212,14 @@ class _Restart(Exception):
     """The partial file cannot be resumed; start the file again from byte zero."""
 
 
-def _attempt(
-    pool: HttpPool,
-    url: str,
-    state: _State,
-    headers: dict[str, str],
-    check_response: ResponseCheck | None,
-    report: ByteCallback,
-    stall_timeout: float,
-) -> None:
+def _attempt(request: _Request, state: _State, report: ByteCallback) -> None:
     """One GET from ``state.offset``, appending to the file as bytes arrive."""
+    url = request.url
     # identity: a compressed body would not match the published hashes, nor resume by offset.
-    request_headers = {**headers, "Accept-Encoding": "identity"}
+    request_headers = {**request.headers, "Accept-Encoding": "identity"}
     if state.offset:
         request_headers["Range"] = f"bytes={state.offset}-"
-    response = pool.for_url(url).request(
+    response = request.pool.for_url(url).request(
         "GET",
         url,
         headers=request_headers,
@@ -196,22 +227,23 @@ def _attempt(
         # Redirects are followed (hubs send large files to a CDN); urllib3 drops the
         # Authorization header when a redirect leaves the host. Failures are retried by us.
         retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=10),
-        timeout=urllib3.Timeout(connect=stall_timeout, read=stall_timeout),
+        timeout=urllib3.Timeout(connect=request.stall_timeout, read=request.stall_timeout),
     )
     finished = False
+    state.cancel.watch(response)
     try:
         if response.status in RETRY_STATUSES:
             raise _RetryStatus(response.status)
         if state.offset and response.status in (200, 416):
             # The server ignored or refused our range: the partial bytes are of no use.
             raise _Restart(f"server answered {response.status} to a range request")
-        if check_response is not None:
-            check_response(response.status, response.headers)
+        if request.check_response is not None:
+            request.check_response(response.status, response.headers)
         if response.status >= 400:
             raise TransferError(f"{url} answered HTTP {response.status}")
-        _stream_body(response, state, report)
-        finished = True
+        finished = _stream_body(response, state, report)
     finally:
+        state.cancel.unwatch(response)
         if finished:
             response.release_conn()
         else:
@@ -219,8 +251,10 @@ def _attempt(
             response.close()
 
 
-def _stream_body(response: urllib3.BaseHTTPResponse, state: _State, report: ByteCallback) -> None:
+def _stream_body(response: urllib3.BaseHTTPResponse, state: _State, report: ByteCallback) -> bool:
+    """Append the body to the file as it arrives; False when a cancel stopped it first."""
     with open(state.dest, "ab") as out:
+        handed = state.offset
         # read1: whatever one socket read brings, up to the limit, so that bytes already here
         # are written (and survive for a resume) before a read that stalls or fails.
         while piece := response.read1(_PIECE):
@@ -228,9 +262,31 @@ def _stream_body(response: urllib3.BaseHTTPResponse, state: _State, report: Byte
             state.hashes.update(piece)
             state.offset += len(piece)
             report(len(piece))
+            if state.cancel.is_set():
+                return False
+            if state.write_behind and state.offset - handed >= _WRITE_BEHIND:
+                out.flush()
+                start_writeback(out.fileno(), handed, state.offset - handed)
+                handed = state.offset
+    return True
 
 
-def _hash_existing(dest: Path, size: int | None, hashes: _Hashes) -> int:
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing a range out now, so the final fsync has little left.
+
+    Otherwise dirty pages wait for the kernel's writeback (up to 30 s or a dirty-memory
+    threshold), and the fsync before publishing writes the whole file at the end, after the
+    transfer rather than during it. On Linux, POSIX_FADV_DONTNEED starts asynchronous
+    writeback of the range (and drops only the pages already clean): what sync_file_range's
+    SYNC_FILE_RANGE_WRITE does, which Python does not expose.
+    """
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def _hash_existing(
+    dest: Path, size: int | None, hashes: _Hashes, cancel: Cancel, label: str
+) -> int:
     """Feed the bytes an earlier attempt left in ``dest`` to the hashes; return their count."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -244,6 +300,7 @@ def _hash_existing(dest: Path, size: int | None, hashes: _Hashes) -> int:
     with open(dest, "rb") as existing:
         while count := existing.readinto(buffer):
             hashes.update(buffer[:count])
+            cancel.check(label)
     return have
 
 

@@ -12,12 +12,11 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from model_download.errors import ModelDownloadError
-from model_download.progress import Progress
+from model_download.progress import Progress, format_size
 from model_download.pull import download_resolved, resolve_reference
 from model_download.refs import ModelReference
 from model_download.resolved import ResolvedModel
 from model_download.runtime import get_registry, get_settings, get_store
-from model_download.store.manifest import MANIFEST_NAME
 from model_download.store.store import StoredModel
 
 # Artifact updates are API calls: one a second is plenty for a person watching the UI.
@@ -91,9 +90,11 @@ def pull_model(reference: ModelReference) -> StoredModel:
     """Resolve, then download unless the store already holds that revision."""
     resolved = resolve_model(reference)
     stored = download_model(resolved)
-    if not (stored.path / MANIFEST_NAME).is_file():
-        # A cached result can outlive the stored copy (someone ran `rm`): download again.
-        get_run_logger().info("%s was removed from the store since; downloading again", reference)
+    man = stored.manifest
+    if get_store().get(man.hub, man.id, man.revision) is None:
+        # A cached result can outlive the stored copy (someone ran `rm`, or its manifest was
+        # damaged): download again, which also replaces a corrupt folder.
+        get_run_logger().info("%s is no longer in the store; downloading again", reference)
         stored = download_model.with_options(refresh_cache=True)(resolved)
     return stored
 
@@ -104,13 +105,14 @@ class ArtifactProgress(Progress):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._artifact: UUID | None = None
+        self._label = ""
         self._done = self._total = 0
         self._last = 0.0
 
     def start(self, label: str, total: int) -> None:
-        self._total = max(total, 1)
+        self._label, self._total = label, total
         self._artifact = create_progress_artifact(
-            progress=0.0, description=f"Downloading {label}: {total} bytes"
+            progress=0.0, description=self._describe("Downloading", 0)
         )
 
     def advance(self, label: str, nbytes: int) -> None:
@@ -123,9 +125,21 @@ class ArtifactProgress(Progress):
         self._send()
 
     def finish(self, label: str, ok: bool) -> None:
-        self._send()
+        self._send("Downloaded" if ok else "Failed")
 
-    def _send(self) -> None:
-        if self._artifact is not None:
-            percent = min(100.0, 100.0 * self._done / self._total)
-            update_progress_artifact(self._artifact, progress=round(percent, 1))
+    def _send(self, verb: str = "Downloading") -> None:
+        if self._artifact is None:
+            return
+        with self._lock:
+            done = self._done
+        percent = 100.0 if self._total <= 0 else min(100.0, 100.0 * done / self._total)
+        update_progress_artifact(
+            self._artifact, progress=round(percent, 1), description=self._describe(verb, done)
+        )
+
+    def _describe(self, verb: str, done: int) -> str:
+        # The UI shows the percentage as a bar; the description carries the bytes behind it.
+        return (
+            f"{verb} {self._label}: {format_size(done)} of {format_size(self._total)} "
+            f"({done} of {self._total} bytes)"
+        )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from model_download.store.manifest import MANIFEST_NAME
 from tests.conftest import REPO_ROOT, cli_env
 from tests.servers.hf_hub import FakeHub
 
@@ -123,3 +126,112 @@ def test_an_invalid_setting_is_named() -> None:
     result = run("list", MODEL_DOWNLOAD_RETRIES="many")
     assert result.returncode == 1
     assert "invalid setting (MODEL_DOWNLOAD_RETRIES" in result.stderr
+
+
+def test_a_corrupt_manifest_is_reported_and_a_pull_replaces_it(
+    hub: FakeHub, isolated_env: Path
+) -> None:
+    commit = hub.commit("org/model", _files())
+    assert run("pull", "-q", "hf:org/model").returncode == 0
+    manifest = isolated_env / "huggingface" / "org" / "model" / commit / MANIFEST_NAME
+    os.chmod(manifest, 0o644)
+    manifest.write_text('{"hub": "huggingface"')  # cut short
+    name = f"huggingface:org/model@{commit}"
+    remedy = f"Remove it (model-download rm {name}), then pull it again."
+
+    listed = run("list")
+    assert f"{name} at" in listed.stderr and remedy in listed.stderr.replace("\n", " ")
+    for command in ("show", "verify"):
+        result = run(command, "hf:org/model")
+        assert result.returncode == 1, result
+        assert "is corrupt: its manifest cannot be read" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    pulled = run("pull", "-q", "hf:org/model")
+    assert pulled.returncode == 0, pulled.stderr
+    assert run("verify", "hf:org/model").returncode == 0
+    assert "corrupt" not in run("list").stderr
+
+    manifest.chmod(0o644)
+    manifest.write_text("[]")
+    removed = run("rm", "--yes", "hf:org/model")
+    assert removed.returncode == 0 and f"removed {name} (corrupt)" in removed.stdout
+    assert not manifest.parent.exists()
+
+
+def test_models_dir_under_a_file_is_named(hub: FakeHub, tmp_path: Path) -> None:
+    hub.commit("org/model", _files())
+    (tmp_path / "afile").write_text("")
+    for args in (("pull", "-q", "hf:org/model"), ("list",)):
+        result = run(*args, MODELS_DIR=str(tmp_path / "afile" / "models"))
+        assert result.returncode == 1
+        assert f"{tmp_path / 'afile'} is a file. Set MODELS_DIR to a folder" in " ".join(
+            result.stderr.split()
+        )
+        assert "Traceback" not in result.stderr
+
+
+def test_an_empty_pattern_is_refused_in_a_sentence(hub: FakeHub) -> None:
+    result = run("pull", "hf:org/model", "--include", "")
+    assert result.returncode == 1
+    assert "an include pattern is empty ('')" in result.stderr
+    assert "validation error" not in result.stderr
+    assert hub.requests == []
+
+
+def test_a_disk_error_is_named_for_its_model_and_spares_the_others(hub: FakeHub) -> None:
+    hub.commit("org/small", {"config.json": b"{}"})
+    hub.commit("org/big", {"model.safetensors": os.urandom(300_000)})
+
+    def limit_file_size() -> None:
+        # Writing past RLIMIT_FSIZE fails with EFBIG (once SIGXFSZ is ignored): a real disk
+        # error from the write path, as a full disk would give, without filling one.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "model_download", "pull", "-q", "hf:org/big", "hf:org/small"],
+        capture_output=True,
+        text=True,
+        env=cli_env(COLUMNS="200"),
+        cwd=REPO_ROOT,
+        timeout=120,
+        preexec_fn=limit_file_size,
+    )
+
+    assert result.returncode == 1
+    assert "error: cannot write" in result.stderr and "model.safetensors" in result.stderr
+    assert "ulimit -f" in result.stderr and "Traceback" not in result.stderr
+    assert "huggingface:org/small@main  ->" in result.stdout
+
+
+BUGGY_HUB = """
+from plugins.base import HubPlugin
+
+class BuggyHub(HubPlugin):
+    name = "buggyhub"
+    description = "a third-party hub with a bug"
+
+    def resolve(self, reference):
+        raise KeyError("sha")
+
+    def fetch_file(self, resolved, file, dest, on_bytes):
+        raise NotImplementedError
+"""
+
+
+def test_an_unexpected_error_is_reported_for_its_model_alone(hub: FakeHub, tmp_path: Path) -> None:
+    hub.commit("org/model", _files())
+    site = tmp_path / "site"
+    dist = site / "buggy_hub-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: buggy-hub\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[model_download.hubs]\nbuggyhub = buggy_hub:BuggyHub\n")
+    (site / "buggy_hub.py").write_text(BUGGY_HUB)
+
+    result = run("pull", "buggyhub:org/a", "hf:org/model", PYTHONPATH=str(site))
+
+    assert result.returncode == 1
+    assert "buggyhub:org/a: unexpected KeyError: 'sha'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "huggingface:org/model@main  ->" in result.stdout

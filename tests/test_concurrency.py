@@ -85,3 +85,34 @@ def test_a_killed_pull_leaves_nothing_listed_and_the_next_one_resumes(
     ranges = [r.range for r in hub.file_requests() if r.file == "model.bin"]
     assert ranges[-1] == "bytes=150000-"
     assert (stored.path / "model.bin").read_bytes() == data
+
+
+def test_ctrl_c_stops_a_stalled_pull_at_once_and_the_next_one_resumes(
+    hub: FakeHub, isolated_env: Path
+) -> None:
+    data = os.urandom(SIZE)
+    commit = hub.commit("org/model", {"config.json": b"{}", "model.bin": data})
+    hub.stall("model.bin", after_bytes=100_000, seconds=60)  # well under the stall timeout
+    partial = get_store().staging_dir("huggingface", "org/model", commit) / "model.bin"
+
+    pulling = _start_pull("hf:org/model", MODEL_DOWNLOAD_STALL_TIMEOUT="120")
+    _wait_for(lambda: partial.exists() and partial.stat().st_size >= 100_000)
+    started = time.monotonic()
+    pulling.send_signal(signal.SIGINT)
+    _, stderr = pulling.communicate(timeout=30)
+
+    assert time.monotonic() - started < 5
+    assert pulling.returncode == 130
+    assert "interrupted: the partial files are kept" in stderr and "Traceback" not in stderr
+    assert get_store().list() == []
+    assert list((isolated_env / ".store" / "locks").rglob("*.lock")) == []  # released
+
+    hub.clear_faults()
+    stored = download_resolved(
+        resolve_reference(parse_reference("hf:org/model"), get_registry()),
+        store=get_store(),
+        registry=get_registry(),
+    )
+    ranges = [r.range for r in hub.file_requests() if r.file == "model.bin"]
+    assert ranges[-1] == "bytes=100000-"
+    assert (stored.path / "model.bin").read_bytes() == data

@@ -14,6 +14,8 @@ import stat
 import uuid
 from pathlib import Path
 
+from model_download.store.disk import disk_errors
+
 _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 
 
@@ -52,29 +54,60 @@ class BlobStore:
         When the blob exists, ``file`` is replaced by a link to it, freeing its own copy;
         otherwise ``file`` becomes the blob.
         """
-        os.chmod(file, _READ_ONLY)
-        blob = self.path(sha256)
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(file, blob)
-        except FileExistsError:
-            # Someone stored this content first (or concurrently): keep theirs, drop our copy.
-            if not self.link_into(sha256, file):
-                # It vanished between the two calls (a concurrent garbage collection).
+        with disk_errors(file, "store"):
+            os.chmod(file, _READ_ONLY)
+            blob = self.path(sha256)
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            try:
                 os.link(file, blob)
+            except FileExistsError:
+                # Someone stored this content first (or concurrently): keep theirs, drop our copy.
+                if not self.link_into(sha256, file):
+                    # It vanished between the two calls (a concurrent release).
+                    os.link(file, blob)
 
     def release(self, sha256: str) -> bool:
-        """Remove the blob if no model links to it any more; True when removed."""
+        """Remove the blob if no model links to it any more; True when removed.
+
+        Checking the link count and then unlinking would race with a concurrent
+        :meth:`link_into`, whose new link could land in between and lose its blob. So the blob
+        is first renamed aside, which no link can follow, and only then judged: a link made
+        before the rename shows in the count, and the blob goes back. (A link_into that comes
+        during that short window finds no blob and reports so; the pull then fetches the file.)
+        """
         blob = self.path(sha256)
         try:
             if blob.stat().st_nlink > 1:
                 return False
-            blob.unlink()
+            aside = blob.with_name(f".{blob.name}.{uuid.uuid4().hex}.release")
+            os.rename(blob, aside)
         except FileNotFoundError:
             return False
+        try:
+            if os.stat(aside).st_nlink > 1:
+                with contextlib.suppress(FileExistsError):
+                    # A newer blob may already be there (adopted meanwhile): it serves as well.
+                    os.link(aside, blob)
+                return False
+        finally:
+            aside.unlink()
         with contextlib.suppress(OSError):
             blob.parent.rmdir()
         return True
+
+    def release_inodes(self, inodes: set[tuple[int, int]]) -> None:
+        """Release the blobs whose (device, inode) is in ``inodes``.
+
+        For a folder whose manifest is lost, its files' inodes are the only way left to tell
+        which content it used.
+        """
+        if not inodes:
+            return
+        for blob in self.root.glob("sha256/*/*"):
+            with contextlib.suppress(FileNotFoundError):
+                info = os.lstat(blob)
+                if (info.st_dev, info.st_ino) in inodes and not blob.name.startswith("."):
+                    self.release(blob.name)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:

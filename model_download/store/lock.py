@@ -41,6 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from model_download.cancel import Cancel
 from model_download.errors import LockTimeout
 from model_download.store.lock_files import (
     Snapshot,
@@ -65,20 +66,49 @@ def _pid_namespace() -> str | None:
         return None
 
 
-def _heartbeat(path: Path, token: str, interval: float, stop: threading.Event) -> None:
-    while not stop.wait(interval):
+# A waiter judging the lock renames it aside for a moment (lock_files.remove_if_same) and puts
+# it back when it is not stale: a missing file is looked for again this often, this many times,
+# before the beat waits for its next turn.
+_MISSING_RETRIES = (0.02, 0.05, 0.1, 0.2, 0.4)
+# Beats in a row that find no lock file before the heartbeat gives up on it.
+_MISSING_BEATS = 4
+
+
+def _open_lock(path: Path, stop: threading.Event) -> int | None:
+    """Open the lock file, looking again through a waiter's rename window; None if absent."""
+    for delay in (*_MISSING_RETRIES, None):
         try:
-            fd = os.open(path, os.O_RDONLY)
+            return os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            logger.warning("Lock %s disappeared while held; it was probably broken as stale", path)
+            if delay is None or stop.wait(delay):
+                return None
+    return None
+
+
+def _heartbeat(path: Path, token: str, interval: float, stop: threading.Event) -> None:
+    missing = 0
+    while not stop.wait(interval):
+        if missing >= _MISSING_BEATS:
+            logger.warning("Lock %s disappeared while held; it was probably broken", path)
             return
+        try:
+            fd = _open_lock(path, stop)
         except OSError as exc:
             # A transient network filesystem error must not end the heartbeat: the lock would
             # then go stale under a live holder.
             logger.warning("Could not refresh lock %s: %s", path, exc)
             continue
+        if fd is None:
+            missing += 1
+            continue
         try:
             seen = snapshot_fd(fd)
+            if seen.token is None:
+                # Empty or half-written: a waiter putting it back by copy (lock_files._put_back)
+                # writes it after creating it. Not someone else's yet: look again next beat.
+                missing += 1
+                continue
+            missing = 0
             if seen.token != token:
                 # Refreshing another holder's lock would keep it alive after that holder died.
                 logger.warning("Lock %s now belongs to %s; lost it", path, describe(seen.record))
@@ -168,15 +198,17 @@ class StoreLock:
         seen = snapshot(self.path)
         return seen.record if seen is not None else None
 
-    def acquire(self, timeout: float | None = None) -> None:
+    def acquire(self, timeout: float | None = None, cancel: Cancel | None = None) -> None:
         """Take the lock, waiting for the current holder and breaking stale locks.
 
         Args:
             timeout: Seconds to wait at most; None waits indefinitely, 0 tries once.
+            cancel: Stops the wait when set (Ctrl-C), raising ``DownloadCancelled``.
 
         Raises:
             RuntimeError: If this object already holds the lock.
             LockTimeout: If the lock is still held by someone else when the timeout passes.
+            DownloadCancelled: If ``cancel`` was set while waiting.
         """
         if self._token is not None:
             raise RuntimeError(f"{self.path} is already held by this StoreLock (not re-entrant)")
@@ -206,7 +238,11 @@ class StoreLock:
                     path=self.path,
                     holder=seen.record,
                 )
-            time.sleep(delay if deadline is None else min(delay, deadline - now))
+            pause = delay if deadline is None else min(delay, deadline - now)
+            if cancel is None:
+                time.sleep(pause)
+            elif cancel.wait(pause):
+                cancel.check(f"the wait for lock {self.path}")
             delay = min(delay * 2, max(_MAX_POLL_DELAY, self.poll_interval))
 
     def release(self) -> None:

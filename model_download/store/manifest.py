@@ -44,7 +44,12 @@ class Manifest(BaseModel):
     selections: list[Selection] = Field(default_factory=list)
     format: str | None = Field(None, description="'openvino-ir' when the files are already IR.")
     files: list[ManifestFile]
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    created_at: datetime = Field(
+        default_factory=lambda: datetime.now(UTC), description="When it was first stored."
+    )
+    updated_at: datetime | None = Field(
+        None, description="When a later pull last added files or names (none: never)."
+    )
     tools: dict[str, str] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -68,7 +73,13 @@ def tool_versions(*packages: str) -> dict[str, str]:
 
 
 def read_manifest(folder: Path) -> Manifest:
-    """Load ``folder``'s manifest (raises ``FileNotFoundError`` when there is none)."""
+    """Load ``folder``'s manifest.
+
+    Raises:
+        FileNotFoundError: there is none.
+        OSError: it cannot be read.
+        ValueError: it is not a manifest (pydantic's ``ValidationError``, a ``ValueError``).
+    """
     return Manifest.model_validate_json((folder / MANIFEST_NAME).read_text())
 
 

@@ -10,13 +10,16 @@ Layout under the store root (``MODELS_DIR``)::
     .store/locks/<hub>/<id>/<revision>.lock  one download of a model at a time, across hosts
     .store/trash/                          folders on their way out
 
-A model folder only ever appears by a rename of a complete, verified staging folder, so nobody
-can see half a model. Names with characters unsafe in paths (``refs/pr/1``) are %-quoted.
+A model folder only ever appears by a rename of a complete, verified folder holding exactly the
+files its manifest lists, so nobody can see half a model, nor a stray file. A folder whose
+manifest cannot be read is corrupt: it is listed apart, never served, and replaced by the next
+pull. Names with characters unsafe in paths (``refs/pr/1``) are %-quoted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import uuid
@@ -25,28 +28,32 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from pydantic import BaseModel
-
-from model_download.errors import InvalidReferenceError, ModelNotInStoreError
+from model_download.cancel import Cancel
+from model_download.errors import ModelNotInStoreError
 from model_download.refs import check_relative_path
 from model_download.store.blobs import BlobStore, sha256_of
+from model_download.store.disk import disk_errors
+from model_download.store.exports import check_export_path
+from model_download.store.folders import (
+    META,
+    REF_PREFIX,
+    CorruptModel,
+    StoredModel,
+    check_root,
+    corrupt_model,
+    inodes_under,
+    scan,
+    unlisted_files,
+)
 from model_download.store.lock import StoreLock
-from model_download.store.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from model_download.store.manifest import Manifest, read_manifest, write_manifest
 
-_META = ".store"
-_REF_PREFIX = "@"
+__all__ = ["CorruptModel", "ModelStore", "StoredModel", "check_export_path"]
 
+logger = logging.getLogger(__name__)
 
-class StoredModel(BaseModel):
-    """A model in the store: its folder and its manifest."""
-
-    path: Path
-    manifest: Manifest
-
-    @property
-    def name(self) -> str:
-        m = self.manifest
-        return f"{m.hub}:{m.id}@{m.revision}"
+# Where a model's folder is put together, from its listed files only, before it is published.
+_OUTGOING = ".outgoing"
 
 
 class ModelStore:
@@ -60,7 +67,7 @@ class ModelStore:
         lock_timeout: float | None = None,
     ) -> None:
         self.root = Path(root)
-        self.blobs = BlobStore(self.root / _META / "blobs")
+        self.blobs = BlobStore(self.root / META / "blobs")
         self.lock_stale_after = lock_stale_after
         self.lock_timeout = lock_timeout
 
@@ -70,14 +77,25 @@ class ModelStore:
         return self.root / hub / model_id / _quote(revision)
 
     def staging_dir(self, hub: str, model_id: str, revision: str) -> Path:
-        return self.root / _META / "staging" / hub / model_id / _quote(revision)
+        return self.root / META / "staging" / hub / model_id / _quote(revision)
+
+    def check_root(self) -> None:
+        """Raise :class:`StoreError` when the store's folder cannot exist (a file is in the way)."""
+        check_root(self.root)
 
     @contextlib.contextmanager
-    def locked(self, hub: str, model_id: str, revision: str) -> Iterator[StoreLock]:
-        """Hold the lock of one resolved model: one download or removal of it at a time."""
-        path = self.root / _META / "locks" / hub / model_id / f"{_quote(revision)}.lock"
+    def locked(
+        self, hub: str, model_id: str, revision: str, cancel: Cancel | None = None
+    ) -> Iterator[StoreLock]:
+        """Hold the lock of one resolved model: one download or removal of it at a time.
+
+        Setting ``cancel`` ends a wait for another process's lock (``DownloadCancelled``).
+        """
+        self.check_root()
+        path = self.root / META / "locks" / hub / model_id / f"{_quote(revision)}.lock"
         lock = StoreLock(path, stale_after=self.lock_stale_after)
-        lock.acquire(timeout=self.lock_timeout)
+        with disk_errors(path, "create the lock"):
+            lock.acquire(timeout=self.lock_timeout, cancel=cancel)
         try:
             yield lock
         finally:
@@ -86,16 +104,26 @@ class ModelStore:
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, hub: str, model_id: str, revision: str) -> StoredModel | None:
-        """The stored model at exactly this resolved revision, if present."""
+        """The stored model at exactly this resolved revision, if present and readable.
+
+        A folder whose manifest cannot be read is no model (:meth:`corrupt` lists it): a pull
+        of that revision replaces it.
+        """
         folder = self.model_dir(hub, model_id, revision)
         try:
             return StoredModel(path=folder, manifest=read_manifest(folder))
         except FileNotFoundError:
             return None
+        except NotADirectoryError:
+            self.check_root()  # MODELS_DIR itself is blocked: say so
+            return None
+        except (OSError, ValueError) as exc:
+            logger.debug("%s", corrupt_model(self.root, folder, exc).message)
+            return None
 
     def resolve_ref(self, hub: str, model_id: str, name: str) -> str | None:
         """The revision a branch or tag last resolved to in this store."""
-        link = self.root / hub / model_id / f"{_REF_PREFIX}{_quote(name)}"
+        link = self.root / hub / model_id / f"{REF_PREFIX}{_quote(name)}"
         try:
             return unquote(os.readlink(link))
         except (FileNotFoundError, OSError):
@@ -107,7 +135,11 @@ class ModelStore:
         ``revision`` may be the resolved revision itself or a branch or tag pulled before.
         """
         if revision is None:
-            return [m for m in self.list() if m.manifest.hub == hub and m.manifest.id == model_id]
+            models, _ = scan(self.root, self.root / hub / model_id)
+            return sorted(
+                (m for m in models if m.manifest.hub == hub and m.manifest.id == model_id),
+                key=lambda m: m.manifest.revision,
+            )
         for candidate in (revision, self.resolve_ref(hub, model_id, revision)):
             if candidate and (stored := self.get(hub, model_id, candidate)):
                 return [stored]
@@ -125,49 +157,95 @@ class ModelStore:
         return found
 
     def list(self) -> list[StoredModel]:
-        """Every stored model, sorted by name."""
-        found = []
-        for manifest_path in self._manifests():
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                folder = manifest_path.parent
-                found.append(StoredModel(path=folder, manifest=read_manifest(folder)))
+        """Every stored model, sorted by name (corrupt ones are in :meth:`corrupt`)."""
+        found, _ = scan(self.root, self.root)
         return sorted(found, key=lambda m: (m.manifest.hub, m.manifest.id, m.manifest.revision))
 
-    def _manifests(self) -> Iterator[Path]:
-        if not self.root.is_dir():
-            return
-        for top, dirs, files in os.walk(self.root):
-            if Path(top) == self.root:
-                dirs[:] = [d for d in dirs if d != _META]
-            if MANIFEST_NAME in files:
-                dirs.clear()  # a model folder holds no other model
-                yield Path(top) / MANIFEST_NAME
-            dirs[:] = [d for d in dirs if not d.startswith(_REF_PREFIX)]
+    def corrupt(
+        self, hub: str | None = None, model_id: str | None = None, revision: str | None = None
+    ) -> list[CorruptModel]:
+        """Model folders whose manifest cannot be read: all, or those of one model (revision).
+
+        ``revision`` may be the folder's revision or a branch or tag that points at it.
+        """
+        base = self.root / hub / model_id if hub and model_id else self.root
+        _, found = scan(self.root, base)
+        if hub and model_id:
+            found = [c for c in found if c.hub == hub and c.id == model_id]
+        if revision is not None:
+            wanted = {revision, self.resolve_ref(hub or "", model_id or "", revision)}
+            found = [c for c in found if c.revision in wanted]
+        return sorted(found, key=lambda c: c.name)
 
     # -- writing ---------------------------------------------------------------------------
 
     def publish(self, staging: Path, manifest: Manifest) -> StoredModel:
-        """Move a complete, verified staging folder into place as ``manifest`` describes.
+        """Put the staged files ``manifest`` lists into place, as one folder, by one rename.
 
-        Files of an earlier download of the same revision that the new one did not fetch are
-        kept, so pulls with different patterns add up. The caller holds the model's lock.
+        Only the listed files move: anything else in ``staging`` (a partial file of an earlier,
+        interrupted pull) stays there for a later pull, and is never published. Files of an
+        earlier download of the same revision that the new one did not fetch are kept, so pulls
+        with different patterns add up; a corrupt folder of that revision is replaced. The
+        caller holds the model's lock.
         """
         final = self.model_dir(manifest.hub, manifest.id, manifest.revision)
+        with disk_errors(final, "publish"):
+            outgoing = self._gather(staging, manifest)
+            try:
+                published = self._put_in_place(outgoing, final, manifest)
+            except BaseException:
+                self._ungather(outgoing, staging, manifest)
+                raise
+            self._tidy_staging(staging)
+        for name in published.requested_revisions:
+            self.set_ref(published.hub, published.id, name, published.revision)
+        return StoredModel(path=final, manifest=published)
+
+    def _put_in_place(self, outgoing: Path, final: Path, manifest: Manifest) -> Manifest:
         previous = self.get(manifest.hub, manifest.id, manifest.revision)
         if previous is not None:
-            manifest = _merge_into(previous, staging, manifest)
-        write_manifest(staging, manifest)
-
+            manifest = _merge_into(previous, outgoing, manifest)
+        write_manifest(outgoing, manifest)
         final.parent.mkdir(parents=True, exist_ok=True)
         if previous is not None:
             # Two renames, so the folder is briefly absent; it is never half there.
             self._discard(final)
-        os.rename(staging, final)
-        with contextlib.suppress(OSError):
-            staging.parent.rmdir()
-        for name in manifest.requested_revisions:
-            self.set_ref(manifest.hub, manifest.id, name, manifest.revision)
-        return StoredModel(path=final, manifest=manifest)
+        elif os.path.lexists(final):
+            # There but unreadable (corrupt): replace it, and free the content only it held.
+            logger.warning("replacing %s, whose manifest cannot be read", final)
+            self._discard_unknown(final)
+        os.rename(outgoing, final)
+        return manifest
+
+    def _gather(self, staging: Path, manifest: Manifest) -> Path:
+        """Move the files ``manifest`` lists from ``staging`` into a new folder of their own."""
+        outgoing = self.root / META / "staging" / _OUTGOING / uuid.uuid4().hex
+        outgoing.mkdir(parents=True)
+        moved = []
+        try:
+            for file in manifest.files:
+                relative = check_relative_path(file.path, f"file {file.path!r} of the manifest")
+                (outgoing / relative).parent.mkdir(parents=True, exist_ok=True)
+                os.rename(staging / relative, outgoing / relative)
+                moved.append(file)
+        except BaseException:
+            self._ungather(outgoing, staging, manifest.model_copy(update={"files": moved}))
+            raise
+        return outgoing
+
+    def _ungather(self, outgoing: Path, staging: Path, manifest: Manifest) -> None:
+        """Undo :meth:`_gather` as far as possible, so the next attempt finds its files."""
+        for file in manifest.files:
+            with contextlib.suppress(OSError):
+                (staging / file.path).parent.mkdir(parents=True, exist_ok=True)
+                os.rename(outgoing / file.path, staging / file.path)
+        shutil.rmtree(outgoing, ignore_errors=True)
+
+    def _tidy_staging(self, staging: Path) -> None:
+        # Partial files left for a later pull keep the folder; with none, it goes.
+        if staging.is_dir() and not any(not p.is_dir() for p in staging.rglob("*")):
+            shutil.rmtree(staging, ignore_errors=True)
+            _remove_empty_parents(staging.parent, stop=self.root / META / "staging")
 
     def annotate(self, stored: StoredModel, key: str, value: Any) -> StoredModel:
         """Record ``value`` under ``key`` in a published model's manifest (a validation report).
@@ -186,24 +264,36 @@ class ModelStore:
         if name == revision:
             return
         folder = self.root / hub / model_id
-        link = folder / f"{_REF_PREFIX}{_quote(name)}"
+        link = folder / f"{REF_PREFIX}{_quote(name)}"
         tmp = folder / f".{uuid.uuid4().hex}.ref"
-        os.symlink(_quote(revision), tmp)
-        os.replace(tmp, link)
+        with disk_errors(link, "point a branch or tag at its revision:"):
+            os.symlink(_quote(revision), tmp)
+            os.replace(tmp, link)
 
     def delete(self, hub: str, model_id: str, revision: str | None = None) -> list[StoredModel]:
-        """Remove stored revisions of a model and any content no other model uses."""
-        removed = []
-        for stored in self.require(hub, model_id, revision):
-            rev = stored.manifest.revision
-            with self.locked(hub, model_id, rev):
-                self._discard(stored.path)
-                self._drop_refs_to(hub, model_id, rev)
-                for file in stored.manifest.files:
-                    self.blobs.release(file.sha256)
-            removed.append(stored)
-        _remove_empty_parents(self.root / hub / model_id, stop=self.root)
-        return removed
+        """Remove stored revisions of a model and any content no other model uses.
+
+        Corrupt folders of those revisions (see :meth:`corrupt`) go too; the stored models
+        removed are returned.
+        """
+        found = self.find(hub, model_id, revision)
+        broken = self.corrupt(hub, model_id, revision)
+        if not found and not broken:
+            self.require(hub, model_id, revision)  # raises, saying how to get the model
+        with disk_errors(self.root / hub / model_id, "remove"):
+            for stored in found:
+                rev = stored.manifest.revision
+                with self.locked(hub, model_id, rev):
+                    self._discard(stored.path)
+                    self._drop_refs_to(hub, model_id, rev)
+                    for file in stored.manifest.files:
+                        self.blobs.release(file.sha256)
+            for bad in broken:
+                with self.locked(hub, model_id, bad.revision):
+                    self._discard_unknown(bad.path)
+                    self._drop_refs_to(hub, model_id, bad.revision)
+            _remove_empty_parents(self.root / hub / model_id, stop=self.root)
+        return found
 
     def export(self, stored: StoredModel, folder: str) -> Path:
         """Place ``stored``'s files (links, not copies) at ``<root>/<folder>/<hub>/<id>``.
@@ -213,20 +303,25 @@ class ModelStore:
         relative = check_export_path(folder)
         man = stored.manifest
         target = self.root / relative / man.hub / man.id
-        staging = self.root / _META / "staging" / "exports" / uuid.uuid4().hex
-        for file in man.files:
-            dest = staging / file.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.link(stored.path / file.path, dest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            self._discard(target)
-        os.rename(staging, target)
+        staging = self.root / META / "staging" / "exports" / uuid.uuid4().hex
+        with disk_errors(target, "export to"):
+            for file in man.files:
+                dest = staging / file.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.link(stored.path / file.path, dest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                self._discard(target)
+            os.rename(staging, target)
         return target
 
     def verify(self, stored: StoredModel) -> list[str]:
-        """Re-hash every file of ``stored`` against its manifest; return the problems found."""
-        problems = []
+        """Re-hash every file of ``stored`` against its manifest; return the problems found.
+
+        A file in the folder that the manifest does not list is a problem too: nothing the
+        manifest cannot vouch for may pass as part of the model.
+        """
+        problems = [f"{path}: not listed in the manifest" for path in unlisted_files(stored)]
         for file in stored.manifest.files:
             path = stored.path / file.path
             try:
@@ -241,14 +336,23 @@ class ModelStore:
         return problems
 
     def _discard(self, folder: Path) -> None:
-        trash = self.root / _META / "trash" / uuid.uuid4().hex
+        trash = self.root / META / "trash" / uuid.uuid4().hex
         trash.parent.mkdir(parents=True, exist_ok=True)
         os.rename(folder, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        if trash.is_dir() and not trash.is_symlink():
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            trash.unlink(missing_ok=True)
+
+    def _discard_unknown(self, folder: Path) -> None:
+        """Discard a folder with no readable manifest, and the blobs only its files used."""
+        inodes = inodes_under(folder) if folder.is_dir() and not folder.is_symlink() else set()
+        self._discard(folder)
+        self.blobs.release_inodes(inodes)
 
     def _drop_refs_to(self, hub: str, model_id: str, revision: str) -> None:
         folder = self.root / hub / model_id
-        for link in folder.glob(f"{_REF_PREFIX}*"):
+        for link in folder.glob(f"{REF_PREFIX}*"):
             with contextlib.suppress(OSError):
                 if unquote(os.readlink(link)) == revision:
                     link.unlink()
@@ -271,6 +375,7 @@ def _merge_into(previous: StoredModel, staging: Path, manifest: Manifest) -> Man
             "requested_revisions": names,
             "selections": selections,
             "created_at": previous.manifest.created_at,
+            "updated_at": manifest.created_at,
             "extra": {**previous.manifest.extra, **manifest.extra},
         }
     )
@@ -280,7 +385,7 @@ def _remove_empty_parents(folder: Path, stop: Path) -> None:
     while folder != stop and folder.is_relative_to(stop):
         with contextlib.suppress(OSError):
             # Dangling ref links are all that may remain once every revision is gone.
-            for link in folder.glob(f"{_REF_PREFIX}*"):
+            for link in folder.glob(f"{REF_PREFIX}*"):
                 if link.is_symlink() and not link.exists():
                     link.unlink()
         try:
@@ -292,30 +397,3 @@ def _remove_empty_parents(folder: Path, stop: Path) -> None:
 
 def _quote(name: str) -> str:
     return quote(name, safe="")
-
-
-def check_export_path(folder: str) -> str:
-    """A folder for exports: relative, inside the store, and clear of its own folders."""
-    relative = check_relative_path(folder, "download_path")
-    first = relative.split("/")[0]
-    if first.startswith(".") or first in _RESERVED:
-        raise InvalidReferenceError(
-            f"download_path {folder!r} would mix with the store's own folders: use another name, "
-            "e.g. 'exports/team-a'."
-        )
-    return relative
-
-
-# Top-level folders of the store that an export must not land in.
-_RESERVED = frozenset(
-    {
-        "huggingface",
-        "openvino-ir",
-        "ollama",
-        "ollama-models",
-        "ultralytics",
-        "geti",
-        "openvino",
-        "ovms",
-    }
-)

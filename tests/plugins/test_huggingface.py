@@ -243,8 +243,11 @@ def test_openvino_ir_repos_are_marked(hub: FakeHub) -> None:
     hub.commit("OpenVINO/any", {"README.md": b"hi"})
     hub.commit("org/model", _files())
     assert pull("hf:someone/ir-model").manifest.format == "openvino-ir"
-    assert pull("hf:OpenVINO/any").manifest.format == "openvino-ir"
+    # What is stored decides, not the organisation nor the files left on the hub.
+    assert pull("hf:OpenVINO/any").manifest.format is None
     assert pull("hf:org/model").manifest.format is None
+    hub.commit("someone/ir-too", {"openvino_model.xml": b"<net/>", "openvino_model.bin": b"w"})
+    assert pull("hf:someone/ir-too", exclude=("*.xml",)).manifest.format is None
 
 
 def test_partial_download_of_an_earlier_attempt_is_resumed(hub: FakeHub, tmp_path: Path) -> None:
@@ -259,3 +262,73 @@ def test_partial_download_of_an_earlier_attempt_is_resumed(hub: FakeHub, tmp_pat
     gets = [r for r in hub.file_requests() if r.file == "model.safetensors"]
     assert [g.range for g in gets] == ["bytes=120000-"]
     assert get_store().verify(stored) == []
+
+
+def test_a_partial_file_outside_the_selection_is_never_published(hub: FakeHub) -> None:
+    files = _files()
+    commit = hub.commit("org/model", files)
+    staging = get_store().staging_dir("huggingface", "org/model", commit)
+    staging.mkdir(parents=True)
+    # Left by an earlier pull of every file, killed while it fetched the weights.
+    (staging / "model.safetensors").write_bytes(files["model.safetensors"][:1000])
+
+    stored = pull("hf:org/model", include=("*.json",))
+
+    assert sorted(p.name for p in stored.path.iterdir()) == [MANIFEST_NAME, "config.json"]
+    assert get_store().verify(stored) == []
+    # The partial file was kept: the pull that wants it resumes it.
+    stored = pull("hf:org/model", include=("*.safetensors",))
+    gets = [r for r in hub.file_requests() if r.file == "model.safetensors"]
+    assert [g.range for g in gets] == ["bytes=1000-"]
+    assert sorted(f.path for f in stored.manifest.files) == ["config.json", "model.safetensors"]
+    assert get_store().verify(stored) == []
+
+
+def test_two_models_with_the_same_file_store_it_once(hub: FakeHub) -> None:
+    weights = os.urandom(BIG)
+    hub.commit("org/one", {"config.json": b"1", "model.safetensors": weights})
+    hub.commit("other/two", {"config.json": b"2", "model.safetensors": weights})
+
+    one, two = pull("hf:org/one"), pull("hf:other/two")
+
+    first, second = (one.path / "model.safetensors").stat(), (two.path / "model.safetensors").stat()
+    assert first.st_ino == second.st_ino and first.st_nlink == 3  # two models and the blob
+    # On disk the store holds the weights once: count each inode's blocks a single time.
+    inodes = {}
+    for path in get_store().root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            info = path.stat()
+            inodes[info.st_ino] = info.st_blocks * 512
+    assert BIG <= sum(inodes.values()) < 2 * BIG
+    get_store().delete("huggingface", "org/one")
+    assert get_store().verify(two) == []
+
+
+def test_a_failing_file_stops_its_siblings_at_once(hub: FakeHub) -> None:
+    commit = hub.commit("org/model", {"config.json": b"{}", "big.safetensors": os.urandom(BIG)})
+    # The big file stalls for 30 s (under the stall timeout) while a file the hub does not
+    # have answers 404.
+    hub.stall("big.safetensors", after_bytes=50_000, seconds=30)
+    resolved = resolve_reference(parse_reference("hf:org/model"), get_registry())
+    ghost = RemoteFile(path="ghost.bin", size=3)
+    resolved = resolved.model_copy(update={"files": (*resolved.files, ghost)})
+
+    started = time.monotonic()
+    with pytest.raises(errors.RemoteFileNotFoundError, match="no file 'ghost.bin'"):
+        download_resolved(resolved, store=get_store(), registry=get_registry())
+
+    assert time.monotonic() - started < 10
+    assert any(r.file == "big.safetensors" for r in hub.file_requests())
+    partial = get_store().staging_dir("huggingface", "org/model", commit) / "big.safetensors"
+    assert 0 < partial.stat().st_size <= 50_000  # kept for the next pull to resume
+    assert get_store().list() == []
+
+
+def test_a_file_that_cannot_be_written_is_a_store_error_naming_it(hub: FakeHub) -> None:
+    hub.commit("org/model", _files())
+    blocked = get_store().root / ".store" / "staging" / "huggingface"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("")  # a file where the staging folder must go
+
+    with pytest.raises(errors.StoreError, match=rf"cannot write {blocked}.*: a file stands"):
+        pull("hf:org/model")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from model_download.errors import LockTimeout
+from model_download.cancel import Cancel
+from model_download.errors import DownloadCancelled, LockTimeout
 from model_download.store.lock import StoreLock
 from model_download.store.lock_files import remove_if_same, snapshot
 
@@ -371,3 +372,50 @@ def test_breaking_puts_back_an_unreadable_lock_that_was_replaced(lock_path: Path
     assert not remove_if_same(lock_path, judged)
     assert lock_path.exists()
     assert _leftovers(lock_path) == []
+
+
+def test_heartbeat_outlives_a_waiter_judging_the_lock(lock_path: Path) -> None:
+    lock = StoreLock(lock_path, stale_after=0.4)  # heartbeat every 0.1 s
+    lock.acquire()
+    # What remove_if_same does to a lock it judges and finds fresh: rename it aside, look,
+    # put it back. Held open past a heartbeat, the window makes the holder find no file.
+    aside = lock_path.with_name("aside")
+    os.rename(lock_path, aside)
+    time.sleep(0.15)
+    os.rename(aside, lock_path)
+    _age(lock_path, 10)
+
+    time.sleep(0.3)
+
+    assert time.time() - lock_path.stat().st_mtime < 1  # still refreshed
+    assert len(_heartbeat_threads()) == 1
+    assert lock.is_held()
+    lock.release()
+    assert _heartbeat_threads() == []
+
+
+def test_heartbeat_gives_up_on_a_lock_gone_for_good(lock_path: Path) -> None:
+    lock = StoreLock(lock_path, stale_after=0.2)  # heartbeat every 0.05 s
+    lock.acquire()
+    lock_path.unlink()
+    deadline = time.monotonic() + 10
+    while _heartbeat_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _heartbeat_threads() == []
+    assert not lock.is_held()
+    lock.release()
+
+
+def test_a_cancel_ends_the_wait_for_a_held_lock(lock_path: Path) -> None:
+    holder = StoreLock(lock_path)
+    holder.acquire()
+    cancel = Cancel()
+    threading.Timer(0.3, cancel.set, args=("interrupted",)).start()
+
+    started = time.monotonic()
+    with pytest.raises(DownloadCancelled, match="was stopped \\(interrupted\\)"):
+        StoreLock(lock_path, poll_interval=0.5).acquire(cancel=cancel)
+
+    assert time.monotonic() - started < 1.5
+    assert holder.is_held()
+    holder.release()
