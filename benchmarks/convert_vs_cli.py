@@ -12,7 +12,7 @@ its own peak RSS read with ``os.wait4``:
   (``validate_stored``); the child reports that step's time, which is taken off its wall time.
 
 Both outputs are checked after the clock stops: the same file names, and IRs that load and agree
-(cosine of the first outputs on the same inputs).
+(cosine of the first outputs on the same inputs). The runs themselves are ``convert_runs.py``'s.
 
     .venv/bin/python benchmarks/convert_vs_cli.py                  # int8, best of 3
     .venv/bin/python benchmarks/convert_vs_cli.py --precision int4 --repeat 1
@@ -25,95 +25,37 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Not resolved: the venv's bin is where optimum-cli sits next to its python symlink.
-VENV_BIN = Path(sys.executable).parent
-REPO_ID = "bench/minilm"
+# Run as a script, this folder is on the path: its sibling module is importable as it is.
+from convert_runs import (
+    CLI,
+    MD,
+    QUIET_ENV,
+    REPO_ID,
+    REPO_ROOT,
+    VENV_BIN,
+    BenchError,
+    Contender,
+    Model,
+    measure,
+)
+
 MANIFEST = ".model-download.json"
-
-CLI = "optimum-cli"
-MD = "model-download convert"
 TARGET_RATIO = 1.0
 MIN_COSINE = 0.99
 DEFAULT_GROUP_SIZE = 128  # what both contenders use for int4 when none is given
 HEAD_SIZE = 32  # MiniLM's: 384 wide, 12 heads
-# No tool may report home: CI=true silences OpenVINO's and nncf's telemetry.
-QUIET_ENV = {"CI": "true", "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
-
-
-@dataclass
-class Run:
-    seconds: float  # what the ratio compares: wall time, less ours' validation step
-    wall: float
-    # CPU seconds (user + system, all threads), less ours' validation step: other work on the
-    # machine stretches wall time far more than it does this.
-    cpu: float
-    rss_mb: float  # the whole process's peak, from wait4
-    scratch: Path  # everything the run made
-    output: Path
-    step: dict[str, Any] = field(default_factory=dict)  # what our child measured itself
-
-
-@dataclass
-class Contender:
-    name: str
-    runs: list[Run] = field(default_factory=list)
-
-    @property
-    def best(self) -> float:
-        return min(r.seconds for r in self.runs)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(r.seconds for r in self.runs)
-
-    @property
-    def best_cpu(self) -> float:
-        return min(r.cpu for r in self.runs)
-
-    @property
-    def peak_rss(self) -> float:
-        return max(r.rss_mb for r in self.runs)
-
-    def steps(self, key: str) -> list[float]:
-        return [r.step[key] for r in self.runs]
-
-
-@dataclass
-class Model:
-    folder: Path
-    layers: int
-    hidden: int
-    heads: int
-    intermediate: int
-    vocab: int
-    parameters: int
-    weight_bytes: int
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    if args.child:
-        return _child(json.loads(args.child))
     os.environ.update(QUIET_ENV)  # this process imports torch, OpenVINO and huggingface_hub too
     # Proxies must not carry the loopback traffic of our own pulls from the fake hub.
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
@@ -138,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
             hub.commit(REPO_ID, repo_files(model.folder))
             contenders = [Contender(CLI), Contender(MD)]
-            _measure(contenders, model, hub.url, str(cli), workdir / "runs", args)
+            measure(contenders, model, hub.url, str(cli), workdir / "runs", args)
         checks = _check_outputs(contenders, model)
         _report(contenders, model, checks, args)
         if failed := sum(not c.ok for c in checks):
@@ -191,11 +133,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=900, help="seconds before a run is killed (default 900)"
     )
-    # The timed process of model-download's contender: this file, so it imports what it needs.
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        return args
     if args.layers < 1 or args.repeat < 1:
         parser.error("--layers and --repeat must be positive")
     if args.hidden < HEAD_SIZE or args.hidden % HEAD_SIZE:
@@ -250,209 +188,6 @@ def _build_model(folder: Path, layers: int, hidden: int) -> Model:
         parameters=sum(p.numel() for p in model.parameters()),
         weight_bytes=weights,
     )
-
-
-# -- measuring -----------------------------------------------------------------------------------
-
-
-def _clean_env(hub_url: str, **extra: str) -> dict[str, str]:
-    """Our environment without settings that would change what a contender does."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("HF_", "HUGGINGFACE_", "MODEL_DOWNLOAD_", "OPENVINO_", "NNCF_"))
-        and key not in ("MODELS_DIR", "PYTHONPATH")
-        and not key.lower().endswith("_proxy")
-    }
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    # Neither should ask a hub for anything; if one does, it asks the fake one, not the internet.
-    env["HF_ENDPOINT"] = hub_url
-    return env | QUIET_ENV | extra
-
-
-def _measure(
-    contenders: list[Contender],
-    model: Model,
-    hub_url: str,
-    cli: str,
-    runs_dir: Path,
-    args: argparse.Namespace,
-) -> None:
-    by_name = {c.name: c for c in contenders}
-    for rep in range(1, args.repeat + 1):
-        # Interleaved, so a slow spell of the machine hits every contender rather than one.
-        for contender in contenders:
-            scratch = runs_dir / f"{contender.name.replace(' ', '-')}-{rep}"
-            scratch.mkdir(parents=True)
-            if contender.name == CLI:
-                run = _run_cli(cli, model, hub_url, scratch, args)
-            else:
-                run = _run_md(model, hub_url, scratch, args)
-            _drop_earlier(by_name[contender.name])
-            contender.runs.append(run)
-            extra = ""
-            if run.step:
-                extra = f"  (validation {run.step['validate_s']:.2f} s after it)"
-            print(
-                f"run {rep}/{args.repeat}  {contender.name:<24} {run.seconds:7.2f} s"
-                f"  {run.rss_mb:7.1f} MB RSS{extra}",
-                file=sys.stderr,
-            )
-
-
-def _drop_earlier(contender: Contender) -> None:
-    # Only the last output is compared: the earlier ones would just fill the disk.
-    for run in contender.runs:
-        shutil.rmtree(run.scratch, ignore_errors=True)
-
-
-def _run_cli(cli: str, model: Model, hub_url: str, scratch: Path, args: argparse.Namespace) -> Run:
-    out = scratch / "out"
-    cmd = [cli, "export", "openvino", "--model", str(model.folder)]
-    cmd += ["--task", "feature-extraction", "--weight-format", args.precision]
-    if args.group_size is not None:
-        cmd += ["--group-size", str(args.group_size)]
-    cmd.append(str(out))
-    env = _clean_env(hub_url, HF_HUB_OFFLINE="1")
-    # The previous run's writes would otherwise be written back on this one's time.
-    os.sync()
-    seconds, cpu, rss_mb, _ = _timed(cmd, env, scratch, args.timeout)
-    if not (out / "openvino_model.xml").is_file():
-        raise BenchError(f"{CLI} exited 0 but wrote no openvino_model.xml into {out}")
-    return Run(seconds, seconds, cpu, rss_mb, scratch, out)
-
-
-def _run_md(model: Model, hub_url: str, scratch: Path, args: argparse.Namespace) -> Run:
-    store_root = scratch / "store"
-    source = _pull(store_root, hub_url)
-    if (store_root / "openvino-ir").exists():
-        raise BenchError(f"{store_root} already holds conversions: the run would convert nothing")
-    spec = {
-        "store": str(store_root),
-        "source": str(source),
-        "hub_url": hub_url,
-        "precision": args.precision,
-        "group_size": args.group_size,
-    }
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-    # Dirty pages of the pull would otherwise be written back on the conversion's time.
-    os.sync()
-    started = datetime.now(UTC)
-    wall, cpu, rss_mb, stdout = _timed(cmd, _clean_env(hub_url), scratch, args.timeout)
-    step = _child_result(stdout)
-    output = Path(step["output"])
-    # A fresh store cannot hold the answer already, but a cache we do not know of could.
-    if datetime.fromisoformat(step["created_at"]) < started:
-        raise BenchError(f"{MD} returned a conversion made before the run: {output}")
-    seconds, cpu = wall - step["validate_s"], cpu - step["validate_cpu_s"]
-    return Run(seconds, wall, cpu, rss_mb, scratch, output, step)
-
-
-def _pull(store_root: Path, hub_url: str) -> Path:
-    """Put the model into a new store as the service does; the stored folder."""
-    from model_download.pull import download_resolved, resolve_reference
-    from model_download.refs import parse_reference
-    from model_download.settings import Settings
-    from model_download.store.store import ModelStore
-    from plugins.registry import Registry
-
-    settings = Settings(_env_file=None, models_dir=store_root, hf_endpoint=hub_url)
-    registry = Registry(settings)
-    resolved = resolve_reference(parse_reference(f"hf:{REPO_ID}"), registry)
-    stored = download_resolved(resolved, store=ModelStore(store_root), registry=registry)
-    return stored.path
-
-
-def _timed(
-    cmd: list[str], env: dict[str, str], cwd: Path, timeout: float
-) -> tuple[float, float, float, str]:
-    """Run ``cmd`` to its end: wall seconds, CPU seconds, its own peak RSS in MB, its stdout."""
-    stdout_path, stderr_path = cwd / "stdout.log", cwd / "stderr.log"
-    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
-        )
-        killer = threading.Timer(timeout, proc.kill)
-        killer.start()
-        try:
-            # wait4, not RUSAGE_CHILDREN: that one keeps the largest child ever reaped, so a
-            # contender would inherit the peak of the one before it.
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            killer.cancel()
-        seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by us: Popen must not wait
-    out = stdout_path.read_text(errors="replace")
-    if proc.returncode != 0:
-        err = stderr_path.read_text(errors="replace")
-        why = f"killed after {timeout:g} s" if seconds >= timeout else f"exit {proc.returncode}"
-        raise BenchError(f"{' '.join(cmd[:4])}... failed ({why}):\n{(out + err)[-3000:]}")
-    # Linux reports ru_maxrss in KiB.
-    cpu = usage.ru_utime + usage.ru_stime
-    return seconds, cpu, usage.ru_maxrss * 1024 / 1e6, out
-
-
-def _child_result(stdout: str) -> dict[str, Any]:
-    # Libraries may print before it (progress bars): the result is the last line.
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    try:
-        return json.loads(lines[-1])
-    except (IndexError, ValueError) as exc:
-        raise BenchError(f"{MD} printed no result line:\n{stdout[-2000:]}") from exc
-
-
-# -- the timed child of model-download's contender -------------------------------------------
-
-
-def _child(spec: dict[str, Any]) -> int:
-    """Convert and validate as ``pull --to openvino`` does; print the steps' numbers as JSON."""
-    start = time.perf_counter()
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))  # this checkout, whatever the venv points at
-    from model_download.conversion import ConvertOptions
-    from model_download.convert import convert_stored
-    from model_download.settings import Settings
-    from model_download.store.manifest import read_manifest
-    from model_download.store.store import ModelStore, StoredModel
-    from model_download.validate import validate_stored
-    from plugins.registry import Registry
-
-    store_root, source_dir = Path(spec["store"]), Path(spec["source"])
-    settings = Settings(_env_file=None, models_dir=store_root, hf_endpoint=spec["hub_url"])
-    store = ModelStore(store_root)
-    registry = Registry(settings)
-    source = StoredModel(path=source_dir, manifest=read_manifest(source_dir))
-    options = ConvertOptions(precision=spec["precision"], group_size=spec["group_size"])
-    ready = time.perf_counter()
-
-    converted = convert_stored(source, options, store=store, registry=registry, settings=settings)
-    converted_at = time.perf_counter()
-    # The same counters wait4 reads, before validation adds to them.
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    convert_rss = before.ru_maxrss * 1024 / 1e6
-
-    _, reports = validate_stored(converted, options, store=store)
-    validated_at = time.perf_counter()
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    validate_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    result = {
-        "setup_s": ready - start,
-        "convert_s": converted_at - ready,
-        "validate_s": validated_at - converted_at,
-        "validate_cpu_s": validate_cpu,
-        "convert_rss_mb": convert_rss,
-        "passed": all(r.passed for r in reports),
-        "cosine_to_fp32": [r.similarity.cosine for r in reports if r.similarity is not None],
-        "output": str(converted.path),
-        "created_at": converted.manifest.created_at.isoformat(),
-    }
-    print(json.dumps(result), flush=True)
-    return 0
 
 
 # -- checking ------------------------------------------------------------------------------------
@@ -533,6 +268,19 @@ def _report(
 ) -> None:
     by_name = {c.name: c for c in contenders}
     cli, md = by_name[CLI], by_name[MD]
+    md_rss = max(md.steps("convert_rss_mb"))
+    _print_setting(model, args)
+    _print_table(cli, md, md_rss)
+    _print_inside(md)
+    _print_targets(cli, md, md_rss)
+    print()
+    print("checks (the last run of each):")
+    for check in checks:
+        print(f"  [{'ok' if check.ok else 'FAILED'}] {check.text}")
+    _print_notes()
+
+
+def _print_setting(model: Model, args: argparse.Namespace) -> None:
     precision = args.precision
     if precision == "int4":
         precision += f", group size {args.group_size or DEFAULT_GROUP_SIZE}"
@@ -548,6 +296,9 @@ def _report(
         "wait4's for optimum-cli; for model-download the same counter read as convert_stored\n"
         "returns."
     )
+
+
+def _print_table(cli: Contender, md: Contender, md_rss: float) -> None:
     print()
     header = (
         f"{'contender':<24}{'best s':>8}{'median s':>10}{'vs CLI':>8}"
@@ -555,12 +306,14 @@ def _report(
     )
     print(header)
     print("-" * len(header))
-    md_rss = max(md.steps("convert_rss_mb"))
     for c, rss in ((cli, cli.peak_rss), (md, md_rss)):
         print(
             f"{c.name:<24}{c.best:>8.2f}{c.median:>10.2f}{c.best / cli.best:>8.2f}"
             f"{c.best_cpu:>8.2f}{c.best_cpu / cli.best_cpu:>8.2f}{rss:>13.1f}"
         )
+
+
+def _print_inside(md: Contender) -> None:
     validate = md.steps("validate_s")
     convert = md.steps("convert_s")
     setup = md.steps("setup_s")
@@ -573,6 +326,8 @@ def _report(
         f"{md.peak_rss:.1f} MB peak RSS."
     )
 
+
+def _print_targets(cli: Contender, md: Contender, md_rss: float) -> None:
     ratio = md.best / cli.best
     print()
     print("targets:")
@@ -582,10 +337,9 @@ def _report(
     )
     print(f"  peak RSS: {CLI} {cli.peak_rss:.1f} MB")
     print(f"  peak RSS: {MD} {md_rss:.1f} MB, {md.peak_rss:.1f} MB with validation")
-    print()
-    print("checks (the last run of each):")
-    for check in checks:
-        print(f"  [{'ok' if check.ok else 'FAILED'}] {check.text}")
+
+
+def _print_notes() -> None:
     print()
     print(
         f"notes: {CLI} exports the fp32 IR to a temporary folder, then reads it back and\n"

@@ -27,12 +27,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from timed_process import BenchError, run_timed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Not resolved: the venv's bin is where hf and model-download sit next to its python symlink.
@@ -43,10 +44,6 @@ MD = "model-download"
 MD_NOSYNC = "md FSYNC=0"
 TARGET_VS_CURL = 0.8
 TARGET_RSS_MB = 300.0
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
 
 
 @dataclass
@@ -307,33 +304,8 @@ def _measure(
 
 def _timed(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float) -> tuple[Run, str]:
     """Run ``cmd`` to its end: wall time, its own peak RSS, and its stdout."""
-    stdout_path, stderr_path = cwd / "stdout.log", cwd / "stderr.log"
-    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
-        )
-        killer = threading.Timer(timeout, proc.kill)
-        killer.start()
-        try:
-            # wait4, not RUSAGE_CHILDREN: that one keeps the largest child ever reaped, so a
-            # contender would inherit the peak of the one before it.
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            killer.cancel()
-        seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by us: Popen must not wait
-    out = stdout_path.read_text(errors="replace")
-    if proc.returncode != 0:
-        err = stderr_path.read_text(errors="replace")
-        why = f"killed after {timeout:g} s" if seconds >= timeout else f"exit {proc.returncode}"
-        raise BenchError(f"{' '.join(cmd)} failed ({why}):\n{(out + err)[-3000:]}")
-    # Linux reports ru_maxrss in KiB.
-    return Run(seconds, usage.ru_maxrss * 1024 / 1e6), out
+    timed = run_timed(cmd, env, cwd, timeout)
+    return Run(timed.seconds, timed.rss_mb), timed.stdout
 
 
 def _fsync_files(out: Path, served: Served) -> float:

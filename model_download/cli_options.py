@@ -74,6 +74,15 @@ ShapeOpt = Annotated[
         rich_help_panel=CONVERT,
     ),
 ]
+MinCosineOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-cosine",
+        help="Lowest cosine similarity to the fp32 outputs that passes validation (default "
+        "per precision: fp16 0.999, int8 0.99, int4 0.95).",
+        rich_help_panel=CONVERT,
+    ),
+]
 TrustRemoteCodeOpt = Annotated[
     bool,
     typer.Option(

@@ -94,6 +94,11 @@ class ConvertOptions(BaseModel):
             )
         if self.sym is not None and self.precision not in ("int8", "int4"):
             raise InvalidReferenceError(f"sym applies to int8 and int4, not to {self.precision}.")
+        if self.min_cosine is not None and self.precision == "fp32":
+            raise InvalidReferenceError(
+                "min_cosine is how close fp16, int8 or int4 outputs must stay to fp32's; fp32 is "
+                "the reference itself: drop it or ask for another precision."
+            )
         if self.group_size is not None and self.group_size != -1 and self.group_size < 1:
             raise InvalidReferenceError("group_size must be a positive number, or -1 (per row).")
         if self.ratio is not None and not 0 < self.ratio <= 1:

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from model_download.conversion import ConvertOptions, conversion_key, source_digest
-from model_download.errors import InsufficientMemoryError, UnsupportedModelError
+from model_download.errors import (
+    InsufficientMemoryError,
+    InvalidReferenceError,
+    ModelDownloadError,
+    UnsupportedModelError,
+)
 from model_download.settings import Settings
 from model_download.store.blobs import sha256_of
 from model_download.store.manifest import MANIFEST_NAME, Manifest, ManifestFile
@@ -72,14 +77,22 @@ def convert_stored(
 ) -> StoredModel:
     """The stored conversion of ``source`` at ``options``; converts only what is missing.
 
-    A source already in OpenVINO IR is returned as it is: there is nothing to convert.
+    A source already in OpenVINO IR is returned as it is: there is nothing to convert. A failed
+    step leaves the store as it was: an fp32 base converted by this call for a lower precision
+    is removed again when deriving that precision fails. The ``@<precision>`` name is not moved
+    here but by validation, once the conversion passed it.
+
+    Raises:
+        InvalidReferenceError: an option does not apply to this model (published IR, say).
+        ConversionError: the model cannot be converted; the message names it and what to try.
     """
     if is_ir(source.manifest):
+        refuse_conversion_options(source, options)
         return source
     converter = choose_converter(registry, source.manifest, options)
     converter.check_options(source.manifest, options)
     if not converter.derives_precisions:
-        return _convert_once(
+        converted, _ = _convert_once(
             source,
             converter,
             options,
@@ -87,9 +100,10 @@ def convert_stored(
             settings,
             lambda staging: converter.convert(source.path, source.manifest, options, staging),
         )
+        return converted
 
     base_options = options.at("fp32")
-    base = _convert_once(
+    base, made_base = _convert_once(
         source,
         converter,
         base_options,
@@ -99,17 +113,130 @@ def convert_stored(
     )
     if options.precision == "fp32":
         return base
+    try:
+        return _derive(source, base, converter, options, store, settings)
+    except BaseException:
+        if made_base:  # made for this precision alone: the store goes back to what it was
+            discard_conversion(base, store)
+        raise
 
+
+def _derive(
+    source: StoredModel,
+    base: StoredModel,
+    converter: ConverterPlugin,
+    options: ConvertOptions,
+    store: ModelStore,
+    settings: Settings,
+) -> StoredModel:
     from plugins.converters.compress import compress_ir
 
-    return _convert_once(
-        source,
-        converter,
-        options,
-        store,
-        settings,
-        lambda staging: _derived(base, compress_ir(base.path, options, staging)),
-    )
+    def produce(staging: Path) -> dict[str, Any]:
+        record = compress_ir(base.path, options, staging, model_id=source.manifest.id)
+        return _derived(base, record)
+
+    return _convert_once(source, converter, options, store, settings, produce)[0]
+
+
+#: Options that shape a conversion, by the flag that sets them: none applies to published IR.
+_CONVERSION_ONLY = {
+    "task": "--task",
+    "group_size": "--group-size",
+    "ratio": "--ratio",
+    "sym": "--sym/--asym",
+    "trust_remote_code": "--trust-remote-code",
+    "calibration_data": "--dataset",
+    "min_cosine": "--min-cosine",  # as published, it has no fp32 to be compared with
+}
+
+
+def refuse_conversion_options(source: StoredModel, options: ConvertOptions) -> None:
+    """Refuse options that would change a conversion, for a model published in IR.
+
+    Its precision is the one it was published at, whatever was asked: validation checks it as
+    it is and reports that precision.
+
+    Raises:
+        InvalidReferenceError: naming the options given and why they cannot apply.
+    """
+    given = [flag for name, flag in _CONVERSION_ONLY.items() if getattr(options, name)]
+    if options.sym is False:  # --asym: falsy, but given
+        given.append(_CONVERSION_ONLY["sym"])
+    if given:
+        man = source.manifest
+        raise InvalidReferenceError(
+            f"{man.hub}:{man.id} is published in OpenVINO IR and is validated as published, "
+            f"not converted: {', '.join(sorted(set(given)))} cannot apply to it; drop them, or "
+            "pull the original model and convert that."
+        )
+
+
+def stored_conversions(
+    source: StoredModel, options: ConvertOptions, *, store: ModelStore, registry: Registry
+) -> set[str]:
+    """Revisions of the conversions ``options`` needs (fp32 base included) already stored.
+
+    Taken before a conversion and validation, so that :func:`discard_new_conversions` can put
+    the store back as it was if they fail.
+    """
+    return {rev for rev, present in _needed(source, options, store, registry) if present}
+
+
+def discard_new_conversions(
+    source: StoredModel,
+    options: ConvertOptions,
+    before: set[str],
+    *,
+    store: ModelStore,
+    registry: Registry,
+) -> list[str]:
+    """Remove the conversions ``options`` needs that were not stored ``before``; their names."""
+    removed = []
+    man = source.manifest
+    # The conversion asked for first: while it is there, its base counts as in use.
+    for revision, present in reversed(_needed(source, options, store, registry)):
+        if not present or revision in before:
+            continue
+        stored = store.get(CONVERTED_HUB, f"{man.hub}/{man.id}", revision)
+        if stored is not None and discard_conversion(stored, store):
+            removed.append(stored.name)
+    return removed
+
+
+def discard_conversion(stored: StoredModel, store: ModelStore) -> bool:
+    """Remove a conversion unless another stored conversion derives from it; whether it was."""
+    man = stored.manifest
+    users = [
+        other.name
+        for other in store.find(CONVERTED_HUB, man.id)
+        if other.manifest.extra.get("conversion", {}).get("base") == man.revision
+    ]
+    if users:
+        logger.info("keeping %s: %s derive from it", stored.name, ", ".join(users))
+        return False
+    logger.info("removing %s: the conversion it was made for failed", stored.name)
+    store.delete(CONVERTED_HUB, man.id, man.revision)
+    return True
+
+
+def _needed(
+    source: StoredModel, options: ConvertOptions, store: ModelStore, registry: Registry
+) -> list[tuple[str, bool]]:
+    # The conversion asked for and, when it derives from one, its fp32 base; each stored or not.
+    if is_ir(source.manifest):
+        return []
+    try:
+        converter = choose_converter(registry, source.manifest, options)
+    except ModelDownloadError:
+        return []  # nothing can be converted, so nothing will be stored
+    wanted = [options]
+    if converter.derives_precisions and options.precision != "fp32":
+        wanted.insert(0, options.at("fp32"))
+    found = []
+    for asked in wanted:
+        model_id, revision = _location(source, converter, asked)
+        found.append((revision, store.get(CONVERTED_HUB, model_id, revision) is not None))
+    return found
 
 
 def _derived(base: StoredModel, record: dict[str, Any]) -> dict[str, Any]:
@@ -150,14 +277,15 @@ def _convert_once(
     store: ModelStore,
     settings: Settings,
     produce: Callable[[Path], dict[str, Any]],
-) -> StoredModel:
+) -> tuple[StoredModel, bool]:
+    """The stored conversion at ``options``, and whether this call made it."""
     model_id, revision = _location(source, converter, options)
     if found := store.get(CONVERTED_HUB, model_id, revision):
-        return found
+        return found, False
 
     with store.locked(CONVERTED_HUB, model_id, revision):
         if found := store.get(CONVERTED_HUB, model_id, revision):
-            return found
+            return found, False
         _check_memory(source, settings)
         staging = store.staging_dir(CONVERTED_HUB, model_id, revision)
         # A conversion cannot resume: whatever an earlier attempt left is discarded.
@@ -174,7 +302,8 @@ def _convert_once(
             hub=CONVERTED_HUB,
             id=model_id,
             revision=revision,
-            requested_revisions=[options.precision],
+            # No @<precision> name yet: validation gives it once the conversion passed.
+            requested_revisions=[],
             format="openvino-ir",
             files=files,
             tools=converter.tool_versions(),
@@ -187,7 +316,7 @@ def _convert_once(
                 },
             },
         )
-        return store.publish(staging, manifest)
+        return store.publish(staging, manifest), True
 
 
 def _adopt_all(store: ModelStore, staging: Path) -> list[ManifestFile]:

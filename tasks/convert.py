@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -14,7 +15,7 @@ from model_download.errors import ModelDownloadError, ValidationFailed
 from model_download.runtime import get_registry, get_settings, get_store
 from model_download.store.manifest import MANIFEST_NAME
 from model_download.store.store import StoredModel
-from model_download.validate import validate_stored
+from model_download.validate import failure_reasons, headline, validate_stored
 
 
 def _convert_key(context, parameters) -> str | None:
@@ -24,7 +25,11 @@ def _convert_key(context, parameters) -> str | None:
     options: ConvertOptions = parameters["options"]
     where = hashlib.sha256(str(get_store().root).encode()).hexdigest()[:16]
     if is_ir(source.manifest):
-        return f"convert-model-{where}-as-published-{source_digest(source.manifest)}"
+        # The options are part of it too: one that cannot apply to published IR must reach
+        # convert_stored, which refuses it, rather than meet an earlier run's result.
+        asked = json.dumps(options.conversion_fields(), sort_keys=True)
+        digest = hashlib.sha256(f"{source_digest(source.manifest)}{asked}".encode()).hexdigest()
+        return f"convert-model-{where}-as-published-{digest}"
     try:
         converter = choose_converter(get_registry(), source.manifest, options)
     except ModelDownloadError:
@@ -74,29 +79,17 @@ def validate_model(stored: StoredModel, options: ConvertOptions) -> StoredModel:
     """Load, compile and run the IR on the target device; compare it with fp32; report."""
     logger = get_run_logger()
     validated, reports = validate_stored(stored, options, store=get_store())
+    record = validated.manifest.extra["validation"]
     rows = [{"model": r.model, **row} for r in reports for row in r.rows()]
     create_table_artifact(
-        table=rows, description=f"Validation of {stored.name} on {options.device}"
+        table=rows, description=f"Validation of {stored.name}: {headline(record)}"
     )
     for report in reports:
         for warning in report.warnings:
             logger.warning("%s: %s", report.model, warning)
-    failed = [r for r in reports if not r.passed]
-    if failed:
+    if not record["passed"]:
         raise ValidationFailed(
-            f"{stored.name} failed validation on {options.device}: "
-            + "; ".join(_why(r) for r in failed)
-            + ". The report is in its manifest (model-download show)."
+            f"{stored.name} failed validation ({headline(record)}): {failure_reasons(record)}. "
+            "The report is in this run's validation artifact."
         )
     return validated
-
-
-def _why(report) -> str:
-    if not all(o.finite for o in report.outputs):
-        return f"{report.model} gives non-finite outputs"
-    sim = report.similarity
-    return (
-        f"{report.model} agrees with fp32 at cosine {sim.cosine:.4f}, below {sim.threshold}"
-        if sim
-        else f"{report.model} did not pass"
-    )

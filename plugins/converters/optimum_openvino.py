@@ -13,6 +13,8 @@ from typing import Any
 
 from model_download.conversion import ConvertOptions
 from model_download.errors import (
+    ConversionError,
+    ModelDownloadError,
     RemoteCodeRefusedError,
     UnsupportedModelError,
 )
@@ -64,8 +66,14 @@ class OptimumOpenVINOConverter(ConverterPlugin):
     def convert(
         self, source: Path, manifest: Manifest, options: ConvertOptions, staging: Path
     ) -> dict[str, Any]:
-        config = json.loads((source / "config.json").read_text())
         name = f"{manifest.hub}:{manifest.id}"
+        try:
+            config = json.loads((source / "config.json").read_text())
+        except ValueError as exc:
+            raise UnsupportedModelError(
+                f"the config.json of {name} is not valid JSON ({exc}): the repo is broken, or "
+                "the download was cut; pull it again."
+            ) from exc
         if config.get("auto_map") and not options.trust_remote_code:
             raise RemoteCodeRefusedError(
                 f"{name} ships its own Python code (auto_map in config.json), which converting "
@@ -114,4 +122,12 @@ def _export(source: Path, staging: Path, task: str, trust_remote_code: bool, nam
         raise UnsupportedModelError(
             f"optimum-intel cannot export {name} for task {task!r}: {exc}. Check the task "
             "(--task), or that this architecture is supported by optimum-intel."
+        ) from exc
+    except ModelDownloadError:
+        raise
+    except Exception as exc:  # torch, the tracer, OpenVINO: whatever the export runs raises
+        raise ConversionError(
+            f"optimum-intel failed to export {name} for task {task!r} "
+            f"({type(exc).__name__}: {exc}). Check that its weights load with transformers "
+            "and that the task is right (--task); if the model is large, free some memory."
         ) from exc

@@ -5,13 +5,15 @@ The models, the hub and the store live for a whole test module: each conversion 
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from model_download.conversion import ConvertOptions
-from model_download.convert import convert_stored
+from model_download.convert import CONVERTED_HUB, convert_stored
 from model_download.pull import download_resolved, resolve_reference
 from model_download.refs import parse_reference
 from model_download.settings import Settings
@@ -31,7 +33,13 @@ class Service:
         self.registry = Registry(self.settings)
 
     def pull(self, model: str) -> StoredModel:
-        resolved = resolve_reference(parse_reference(model), self.registry)
+        return self.pull_with(model)
+
+    def pull_with(
+        self, model: str, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
+    ) -> StoredModel:
+        reference = parse_reference(model, include=include, exclude=exclude)
+        resolved = resolve_reference(reference, self.registry)
         return download_resolved(resolved, store=self.store, registry=self.registry)
 
     def convert(self, source: StoredModel, **options) -> StoredModel:
@@ -70,3 +78,20 @@ def tiny_hub(
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, tiny_hub: FakeHub) -> Service:
     return Service(tmp_path_factory.mktemp("store"), tiny_hub)
+
+
+def variant_repo(tiny_hub: FakeHub, base: Path, repo: str, tmp_path: Path, edit) -> None:
+    """Commit ``base`` as ``repo`` with its config.json changed by ``edit`` (other content)."""
+    folder = tmp_path / repo.replace("/", "_")
+    shutil.copytree(base, folder)
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    tiny_hub.commit(repo, repo_files(folder))
+
+
+def nothing_converted(store: ModelStore, model_id: str) -> bool:
+    """No conversion of ``model_id`` is stored, nor half-made in staging."""
+    return store.find(CONVERTED_HUB, model_id) == [] and not list(
+        (store.root / ".store" / "staging" / CONVERTED_HUB).glob(f"{model_id}/*/*")
+    )

@@ -8,19 +8,16 @@ tests that need a fresh state make their own.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from model_download import errors
 from model_download.conversion import ConvertOptions
-from model_download.convert import CONVERTED_HUB
-from model_download.store.store import ModelStore, StoredModel
-from tests.conversion.conftest import Service
+from model_download.store.store import StoredModel
+from tests.conversion.conftest import Service, nothing_converted, variant_repo
 from tests.models.tiny import (
     SENTENCES,
-    repo_files,
 )
 from tests.servers.hf_hub import FakeHub
 
@@ -94,18 +91,33 @@ def test_gpt2_with_past_and_its_tokenizer_ir(service: Service) -> None:
     assert ids == AutoTokenizer.from_pretrained(source.path)(SENTENCES[0])["input_ids"]
 
 
-def test_a_repeat_is_stored_once_and_a_changed_option_converts_again(service: Service) -> None:
+def test_a_repeat_is_stored_once_and_a_changed_option_converts_again(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plugins.converters import compress
+
+    calls = []
+    real = compress.compress_ir
+    monkeypatch.setattr(compress, "compress_ir", lambda *a, **k: calls.append(a) or real(*a, **k))
     # The tiny models' layers are 32 and 37 wide: per-row int4 (-1) is what fits them.
     source = service.pull("hf:tiny/bert")
     first = service.convert(source, precision="int4", group_size=-1)
+    made = len(calls)
     again = service.convert(source, precision="int4", group_size=-1)
+    assert len(calls) == made  # not compressed again...
+    assert again.manifest.created_at == first.manifest.created_at  # ...nor published again
     other = service.convert(source, precision="int4", group_size=-1, ratio=0.5)
-    assert again.path == first.path
+    assert len(calls) == made + 1
     assert other.path != first.path
     assert other.manifest.extra["conversion"]["ratio"] == 0.5
-    assert service.store.resolve_ref(CONVERTED_HUB, "huggingface/tiny/bert", "int4") == (
-        other.manifest.revision
-    )
+
+
+def test_no_hub_request_while_converting(service: Service, tiny_hub: FakeHub) -> None:
+    source = service.pull("hf:tiny/gpt2")
+    before = list(tiny_hub.requests)
+    converted = service.convert(source, precision="int4", group_size=-1, sym=True)
+    service.validate(converted, precision="int4", group_size=-1, sym=True)
+    assert tiny_hub.requests == before
 
 
 def test_onnx_converts_to_fp32_and_fp16_only(service: Service) -> None:
@@ -134,11 +146,27 @@ def test_checked_options_raise_our_own_error() -> None:
 
 
 def test_an_absent_device_is_said_plainly(service: Service) -> None:
+    from model_download.validate import headline
+
     converted = service.convert(service.pull("hf:tiny/bert"), precision="fp32")
     validated, [report] = service.validate(converted, precision="fp32", device="GPU")
     assert report.device_present is False and report.device_used == "CPU"
     assert any("GPU is not present" in w for w in report.warnings)
-    assert validated.manifest.extra["validation"]["device"] == "GPU"
+    record = validated.manifest.extra["validation"]
+    assert (record["device"], record["device_used"]) == ("GPU", "CPU")
+    assert headline(record) == "validated on CPU (GPU not present on this machine): passed"
+
+
+def test_npu_defaults_to_batch_1_and_sequence_128(service: Service) -> None:
+    converted = service.convert(service.pull("hf:tiny/bert"), precision="fp32")
+    validated, [report] = service.validate(converted, precision="fp32", device="NPU")
+    assert set(map(tuple, report.inputs.values())) == {(1, 128)}
+    record = validated.manifest.extra["validation"]
+    assert (record["device"], record["device_used"], record["device_present"]) == (
+        "NPU",
+        "CPU",
+        False,
+    )
 
 
 def test_npu_gets_static_shapes(service: Service) -> None:
@@ -150,25 +178,10 @@ def test_npu_gets_static_shapes(service: Service) -> None:
     assert any("NPU is not present" in w for w in report.warnings)
 
 
-def _variant(tiny_hub: FakeHub, base: Path, repo: str, tmp_path: Path, edit) -> None:
-    folder = tmp_path / repo.replace("/", "_")
-    shutil.copytree(base, folder)
-    config = json.loads((folder / "config.json").read_text())
-    edit(config)
-    (folder / "config.json").write_text(json.dumps(config))
-    tiny_hub.commit(repo, repo_files(folder))
-
-
-def _nothing_converted(store: ModelStore, model_id: str) -> bool:
-    return store.find(CONVERTED_HUB, model_id) == [] and not list(
-        (store.root / ".store" / "staging" / CONVERTED_HUB).glob(f"{model_id}/*/*")
-    )
-
-
 def test_remote_code_is_refused_unless_allowed(
     service: Service, tiny_hub: FakeHub, models: dict[str, Path], tmp_path: Path
 ) -> None:
-    _variant(
+    variant_repo(
         tiny_hub,
         models["bert"],
         "tiny/remote",
@@ -178,13 +191,13 @@ def test_remote_code_is_refused_unless_allowed(
     source = service.pull("hf:tiny/remote")
     with pytest.raises(errors.RemoteCodeRefusedError, match="--trust-remote-code"):
         service.convert(source, precision="fp32")
-    assert _nothing_converted(service.store, "huggingface/tiny/remote")
+    assert nothing_converted(service.store, "huggingface/tiny/remote")
 
 
 def test_a_model_whose_task_is_unknown_names_the_option(
     service: Service, tiny_hub: FakeHub, models: dict[str, Path], tmp_path: Path
 ) -> None:
-    _variant(
+    variant_repo(
         tiny_hub,
         models["bert"],
         "tiny/notask",
@@ -198,7 +211,7 @@ def test_a_model_whose_task_is_unknown_names_the_option(
 def test_an_architecture_optimum_cannot_export_fails_cleanly(
     service: Service, tiny_hub: FakeHub, models: dict[str, Path], tmp_path: Path
 ) -> None:
-    _variant(
+    variant_repo(
         tiny_hub,
         models["bert"],
         "tiny/alien",
@@ -207,7 +220,7 @@ def test_an_architecture_optimum_cannot_export_fails_cleanly(
     )
     with pytest.raises(errors.UnsupportedModelError, match="cannot export"):
         service.convert(service.pull("hf:tiny/alien"), precision="fp32", task="feature-extraction")
-    assert _nothing_converted(service.store, "huggingface/tiny/alien")
+    assert nothing_converted(service.store, "huggingface/tiny/alien")
 
 
 def test_too_little_memory_is_refused_before_work(tiny_hub: FakeHub, tmp_path: Path) -> None:
@@ -215,7 +228,7 @@ def test_too_little_memory_is_refused_before_work(tiny_hub: FakeHub, tmp_path: P
     source = tight.pull("hf:tiny/bert")
     with pytest.raises(errors.InsufficientMemoryError, match="needs about"):
         tight.convert(source, precision="fp32")
-    assert _nothing_converted(tight.store, "huggingface/tiny/bert")
+    assert nothing_converted(tight.store, "huggingface/tiny/bert")
 
 
 def test_a_repo_already_in_ir_is_validated_without_conversion(
@@ -244,6 +257,7 @@ def test_a_repo_already_in_ir_is_validated_without_conversion(
         ({"precision": "int4", "ratio": 1.5}, "ratio must be above 0"),
         ({"static_shapes": {"height": 3}}, "static shape height=3"),
         ({"precision": "fp16", "calibration_data": "coco8"}, "applies to int8 only"),
+        ({"precision": "fp32", "min_cosine": 0.9}, "fp32 is the reference itself"),
     ],
 )
 def test_bad_options_are_named(options: dict, message: str) -> None:
@@ -281,3 +295,46 @@ def test_the_layout_is_optimum_clis(
     ours = service.convert(service.pull("hf:tiny/gpt2"), precision="int8")
     theirs = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert {f.path for f in ours.manifest.files} == theirs
+
+    # What GenAI and Model Server read off the IR: the runtime options (an f16 KV cache, say),
+    # and the records of the tools and of nncf's parameters.
+    our_rt, cli_rt = (_rt_info(folder / "openvino_model.xml") for folder in (ours.path, out))
+    assert "KV_CACHE_PRECISION" not in our_rt["runtime_options"]
+    assert our_rt["optimum"]["nncf_version"]
+    assert our_rt == cli_rt
+    our_config, cli_config = (
+        json.loads((folder / "openvino_config.json").read_text()) for folder in (ours.path, out)
+    )
+    assert _keys(our_config) == _keys(cli_config)
+    # Equal but for the model's name: optimum-cli records the --model it was given, a path here.
+    assert our_config["quantization_config"]["tokenizer"] == "tiny/gpt2"
+    for config in (our_config, cli_config):
+        config["quantization_config"].pop("tokenizer")
+    assert our_config == cli_config
+
+
+_RT_SECTIONS = ("runtime_options", "optimum", "nncf")
+
+
+def _rt_info(xml: Path) -> dict:
+    import openvino as ov
+
+    model = ov.Core().read_model(xml)
+    return {s: _plain(model.get_rt_info(s)) for s in _RT_SECTIONS if model.has_rt_info(s)}
+
+
+def _plain(value):
+    # rt_info comes back as OVAny wrappers of dicts of OVAny: unwrap to plain JSON-like values.
+    value = getattr(value, "value", value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return str(value)
+
+
+def _keys(config: dict, prefix: str = "") -> set[str]:
+    found = set()
+    for key, value in config.items():
+        found.add(prefix + key)
+        if isinstance(value, dict):
+            found |= _keys(value, f"{prefix}{key}.")
+    return found
