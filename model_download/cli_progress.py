@@ -18,20 +18,25 @@ from rich.progress import Progress as Bars
 from model_download.progress import Progress
 
 
+def byte_bars(console: Console, enabled: bool = True, **options) -> Bars:
+    """Rich bars of bytes: description, bar, done of total, speed, time left."""
+    return Bars(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        **options,
+    )
+
+
 class RichProgress(Progress):
     """Draws download progress with rich; usable as a context manager around the pulls."""
 
     def __init__(self, console: Console, enabled: bool = True) -> None:
-        self._bars = Bars(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not enabled,
-            transient=False,
-        )
+        self._bars = byte_bars(console, enabled, transient=False)
         self._tasks: dict[str, TaskID] = {}
         self._lock = threading.Lock()
 

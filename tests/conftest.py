@@ -27,8 +27,27 @@ os.environ["YOLO_OFFLINE"] = "1"
 os.environ["YOLO_AUTOINSTALL"] = "0"
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="model-download-yolo-"))
 
+from pydantic import AliasChoices  # noqa: E402
+
 from model_download import runtime  # noqa: E402  (after the environment above)
+from model_download.settings import Settings  # noqa: E402
 from tests.servers.hf_hub import FakeHub  # noqa: E402
+
+
+def settings_variables() -> frozenset[str]:
+    """Every environment variable the settings read (upper case; pydantic-settings reads them
+    in any case): hub addresses and tokens among them."""
+    names = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        names.update(choice.upper() for choice in choices if isinstance(choice, str))
+    return frozenset(names)
+
+
+# What would send a test's loopback request elsewhere: settings, and proxies (urllib3 and httpx
+# send even 127.0.0.1 through HTTP_PROXY unless NO_PROXY exempts it).
+_CLEARED = settings_variables() | {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,15 +65,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh store, no token, and no hub address that could leave this machine."""
+    """A fresh store, no token, and no hub address that could leave this machine.
+
+    Every variable the settings read is cleared first, so a developer's GETI_HOST, OLLAMA_HOST
+    or MODEL_DOWNLOAD_ULTRALYTICS_BASE_URL never reaches a test.
+    """
+    for name in [name for name in os.environ if name.upper() in _CLEARED]:
+        monkeypatch.delenv(name)
     models = tmp_path / "models"
     monkeypatch.setenv("MODELS_DIR", str(models))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    for name in ("HF_TOKEN", "MODEL_DOWNLOAD_HF_TOKEN", "MODEL_DOWNLOAD_MODELS_DIR"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env file is read
     runtime.reset()
     yield models

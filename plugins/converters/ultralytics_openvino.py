@@ -25,6 +25,7 @@ from model_download.conversion import ConvertOptions
 from model_download.errors import ConversionError, InvalidReferenceError, ModelDownloadError
 from model_download.store.manifest import Manifest, tool_versions
 from plugins.base import ConverterPlugin, require_packages
+from plugins.converters.ultralytics_dataset import safe_dataset_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +85,8 @@ class UltralyticsOpenVINOConverter(ConverterPlugin):
         return check_against_pytorch(source, converted, record["imgsz"])
 
     def cache_inputs(self, manifest: Manifest, options: ConvertOptions) -> dict[str, Any]:
-        """What changes the IR besides the source, the options and the tools.
-
-        For the conversion key, once ``model_download.convert`` includes it.
-        """
+        """What changes the IR besides the source, the options and the tools (part of the
+        conversion key): the image size, and for int8 the calibration data and its hash."""
         inputs: dict[str, Any] = {"imgsz": self._imgsz(options)}
         if options.precision == "int8":
             dataset = self._dataset(options, manifest)
@@ -165,7 +164,14 @@ def load_yolo(weights: Path) -> Any:
     _import_offline()
     from ultralytics import YOLO
 
-    return YOLO(str(weights))
+    try:
+        return YOLO(str(weights))
+    except Exception as exc:  # torch's unpickler and ultralytics raise what they meet
+        raise ConversionError(
+            f"cannot load {weights.name} as an Ultralytics YOLO checkpoint "
+            f"({type(exc).__name__}: {exc}): the file is damaged or another kind of model; "
+            "pull it again (model-download rm, then pull)."
+        ) from exc
 
 
 def _import_offline() -> None:
@@ -248,27 +254,7 @@ def _calibration_data(dataset: Path, task: str, work: Path) -> Path:
         return dataset
     if dataset.suffix not in (".yaml", ".yml") or not dataset.is_file():
         raise InvalidReferenceError(f"{dataset} is not a dataset YAML: {_DATASET_HINT}")
-    import yaml
-
-    data = yaml.safe_load(dataset.read_text())
-    if not isinstance(data, dict):
-        raise InvalidReferenceError(f"{dataset} is not a dataset YAML: {_DATASET_HINT}")
-    root = Path(data.get("path") or ".").expanduser()
-    root = root if root.is_absolute() else (dataset.parent / root)
-    data = {k: v for k, v in data.items() if k != "download"}
-    data["path"] = str(root.resolve())
-    data.setdefault("val", data.get("train"))
-    data.setdefault("train", data["val"])
-    images = data["val"] if isinstance(data["val"], list) else [data["val"]]
-    missing = [str(root / x) for x in images if not x or not (root / x).exists()]
-    if missing:
-        raise InvalidReferenceError(
-            f"the calibration images of {dataset} are not here ({', '.join(missing)}): "
-            f"{_DATASET_HINT}"
-        )
-    safe = work / "calibration.yaml"
-    safe.write_text(yaml.safe_dump(data))
-    return safe
+    return safe_dataset_yaml(dataset, work, _DATASET_HINT)
 
 
 def check_against_pytorch(

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ logger = logging.getLogger(__name__)
 _EXPORTS = Path(".store") / "staging" / "geti" / ".exports"
 # A model export is a few files of at most a few GB; anything far past that is not one.
 LIMITS = archives.ArchiveLimits(max_members=5_000, max_total_size=32 << 30)
+# The longest pause model_download.transfer makes between two attempts of a transfer.
+_MAX_BACKOFF = 8.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class GetiHub(HubPlugin):
             every = self._inspect(client, reference, target)
         chosen = select_files(every, reference.include, reference.exclude)
         if not chosen:
+            # Nothing will be fetched from the export: it must not wait for a model never stored.
+            _discard(self._archive_path(target))
             raise errors.RemoteFileNotFoundError(
                 f"no file of {reference} matches include={list(reference.include)} "
                 f"exclude={list(reference.exclude)}; its export has "
@@ -312,14 +317,18 @@ class GetiHub(HubPlugin):
             raise type(exc)(f"the export of {reference}: {exc}") from exc
         return [RemoteFile(path=m.path, size=m.size, sha256=m.sha256) for m in members]
 
+    def _archive_path(self, target: _Target) -> Path:
+        return Path(self.settings.models_dir) / _EXPORTS / f"{target.revision}.zip"
+
     def _download(self, client: GetiClient, target: _Target) -> Path:
         """The export's zip, fetched unless an earlier resolve left it; one fetch at a time."""
-        path = Path(self.settings.models_dir) / _EXPORTS / f"{target.revision}.zip"
+        path = self._archive_path(target)
         with self._lock:
             lock = self._downloads.setdefault(target.revision, threading.Lock())
         with lock:
             if path.is_file():
                 return path
+            self._sweep_parts(path.parent)
             # A name of our own: another process may be fetching the same export.
             part = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
             logger.info("downloading %s from %s", target.what, client.host)
@@ -340,6 +349,24 @@ class GetiHub(HubPlugin):
             finally:
                 part.unlink(missing_ok=True)
         return path
+
+    def _sweep_parts(self, folder: Path) -> None:
+        """Remove the partial exports of downloads that died (a killed process leaves its own).
+
+        Geti builds each export anew and ignores ``Range``, so a part is never resumed. A live
+        transfer writes, or restarts its file, at least once per attempt, and gives up after
+        ``retries + 1`` attempts of at most two stall timeouts and a back-off each: a part
+        untouched for longer than that belongs to no live download, here or on another host.
+        """
+        stale_after = (2 * self.settings.stall_timeout + _MAX_BACKOFF) * (self.settings.retries + 1)
+        now = time.time()
+        for part in folder.glob(".*.part"):
+            try:
+                if now - part.stat().st_mtime > stale_after:
+                    part.unlink()
+                    logger.info("removed %s, left by a download that died", part.name)
+            except FileNotFoundError:
+                continue  # its download finished or another sweep removed it meanwhile
 
 
 def _discard(archive: Path) -> None:

@@ -26,6 +26,7 @@ import urllib3
 from pydantic import SecretStr
 
 from model_download import errors
+from model_download.settings import Settings
 from model_download.transfer import HttpPool
 
 logger = logging.getLogger(__name__)
@@ -63,9 +64,9 @@ class GetiConnection:
     timeout: float
 
     @classmethod
-    def from_settings(cls, settings: object) -> GetiConnection:
+    def from_settings(cls, settings: Settings) -> GetiConnection:
         """Read the ``geti_*`` settings; refuse to go on without a host or a token."""
-        host = str(getattr(settings, "geti_host", None) or "").strip().rstrip("/")
+        host = (settings.geti_host or "").strip().rstrip("/")
         if not host:
             raise errors.PluginUnavailableError(
                 "GETI_HOST is not set: set it to your Geti server's address, e.g. "
@@ -75,13 +76,13 @@ class GetiConnection:
         host = host.removesuffix(API_PREFIX)
         if urlsplit(host).scheme not in ("http", "https"):
             raise errors.PluginUnavailableError(f"GETI_HOST {host!r} is not an http(s) address.")
-        token = _secret(getattr(settings, "geti_token", None))
+        token = _secret(settings.geti_token)
         if not token:
             raise errors.UnauthorizedError(
                 f"GETI_TOKEN is not set: create a personal access token in {host} (your account "
                 "menu > Personal access token) and set GETI_TOKEN to it."
             )
-        bundle = getattr(settings, "geti_ca_bundle", None)
+        bundle = settings.geti_ca_bundle
         if bundle and not Path(bundle).is_file():
             raise errors.PluginUnavailableError(
                 f"GETI_CA_BUNDLE {str(bundle)!r} is not a file: point it at the PEM file of the "
@@ -90,10 +91,10 @@ class GetiConnection:
         return cls(
             host=host,
             token=token,
-            workspace_id=getattr(settings, "geti_workspace_id", None) or None,
-            verify_tls=bool(getattr(settings, "geti_verify_tls", True)),
+            workspace_id=settings.geti_workspace_id or None,
+            verify_tls=settings.geti_verify_tls,
             ca_bundle=str(bundle) if bundle else None,
-            timeout=float(getattr(settings, "stall_timeout", 60.0)),
+            timeout=settings.stall_timeout,
         )
 
 

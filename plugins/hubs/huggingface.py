@@ -29,8 +29,9 @@ _LIBRARY = "model-download"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # The hub's own rule for a repo name: at most 96 characters, no '--' nor '..'.
 _NAME = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-#: Organisations whose models are published in OpenVINO IR.
-OPENVINO_ORGS = frozenset({"OpenVINO"})
+#: What a search asks the hub to list of each model: /api/models leaves out the commit and
+#: the last change unless asked, and lists only the fields asked once any is.
+SEARCH_FIELDS = ("sha", "lastModified", "downloads", "tags")
 
 
 class HuggingFaceHub(HubPlugin):
@@ -92,8 +93,9 @@ class HuggingFaceHub(HubPlugin):
                 f"exclude={list(reference.exclude)}; it has {len(every)} files: "
                 "loosen the patterns."
             )
-        org = reference.id.split("/")[0] if "/" in reference.id else ""
-        is_ir = org in OPENVINO_ORGS or looks_like_openvino_ir([f.path for f in every])
+        # What is stored is what is validated: the files selected, not the repo (an
+        # --exclude '*.xml' pull of an IR repo holds no IR).
+        is_ir = looks_like_openvino_ir([f.path for f in chosen])
         return ResolvedModel(
             reference=reference,
             revision=commit,
@@ -120,6 +122,7 @@ class HuggingFaceHub(HubPlugin):
                 author=author,
                 filter=list(tags) or None,
                 limit=start + page_size + 1,
+                expand=list(SEARCH_FIELDS),
             )
             window = list(islice(found, start, start + page_size + 1))
         models = [

@@ -2,10 +2,11 @@
 
 References: ``ollama:llama3.2@1b``, ``ollama:namespace/model@tag``,
 ``ollama:registry.example+5000/namespace/model@tag`` (a port is written ``+port``: our ids have no
-':'). The tag defaults to ``latest``, the namespace to ``library``, the registry to
-``MODEL_DOWNLOAD_OLLAMA_REGISTRY``. The stored id is ``host/namespace/model``, so two registries
-never share a name, and the stored revision is the manifest's digest, ``sha256-<hex>``
-(which a reference may also give, to pin a manifest).
+':'); Ollama's own ``ollama:llama3.2:1b`` and ``ollama:registry.example:5000/ns/model:tag`` are
+read as those (:func:`model_download.refs.ollama_id`). The tag defaults to ``latest``, the
+namespace to ``library``, the registry to ``MODEL_DOWNLOAD_OLLAMA_REGISTRY``. The stored id is
+``host/namespace/model``, so two registries never share a name, and the stored revision is the
+manifest's digest, ``sha256-<hex>`` (which a reference may also give, to pin a manifest).
 
 Files keep Ollama's own paths (``manifests/<host>/<ns>/<model>/<tag>``, ``blobs/sha256-<hex>``),
 so every stored model folder is an ``OLLAMA_MODELS`` directory, and ``on_stored`` links each model
@@ -18,32 +19,28 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import urllib3
-
 from model_download import errors
 from model_download.listing import ModelSummary, SearchPage
 from model_download.ranged import fetch_ranged
-from model_download.refs import ModelReference, make_reference
+from model_download.refs import ModelReference, make_reference, ollama_id
 from model_download.resolved import RemoteFile, ResolvedModel, select_files
 from model_download.settings import Settings
 from model_download.store.store import ModelStore, StoredModel
 from model_download.transfer import RETRY_STATUSES, HttpPool, fetch_file
 from plugins.base import HubPlugin
+from plugins.hubs.ollama_errors import missing_error, registry_error, translated
 from plugins.hubs.ollama_layout import link_model, prune, write_atomically
 from plugins.hubs.ollama_registry import (
     DEFAULT_REGISTRY,
     MANIFEST_TYPES,
     PINNED,
-    Answer,
     NameUnknown,
     OllamaName,
     RegistryClient,
@@ -73,6 +70,32 @@ class _Challenge(Exception):
         self.header = header
 
 
+def _searched_model(query: str | None, author: str | None, tags: tuple[str, ...]) -> str:
+    """The model whose tags a search lists, in our spelling; our error for what a registry
+    cannot do (list every model, filter by author or tag)."""
+    if not query:
+        raise errors.InvalidReferenceError(
+            "an Ollama registry lists the tags of a model: name one, e.g. 'llama3.2'."
+        )
+    if author:
+        raise errors.InvalidReferenceError(
+            "an Ollama registry cannot filter by author (--author, 'author'): drop it, and "
+            f"name the namespace in the model instead ('{author}/{query}')."
+        )
+    if tags:
+        raise errors.InvalidReferenceError(
+            "an Ollama registry cannot filter by tag (--tag, 'tags'): drop it, every tag of "
+            f"{query!r} is listed."
+        )
+    model_id, tag = ollama_id(query)
+    if tag:
+        raise errors.InvalidReferenceError(
+            f"{query!r} names a tag, and a search lists every tag of a model: search for "
+            f"{query.rsplit(':', 1)[0]!r}."
+        )
+    return model_id
+
+
 class OllamaHub(HubPlugin):
     """Ollama models by ``[host/][namespace/]model`` and a tag, laid out for Ollama to serve.
 
@@ -86,8 +109,8 @@ class OllamaHub(HubPlugin):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.parallel_threshold = int(getattr(settings, "ollama_parallel_threshold", 64 << 20))
-        self.parallel_parts = int(getattr(settings, "ollama_parallel_parts", 4))
+        self.parallel_threshold = int(settings.ollama_parallel_threshold)
+        self.parallel_parts = settings.ollama_parallel_parts
         # Manifests read by resolve, by digest, so that fetching one costs no second request.
         self._manifests: dict[str, bytes] = {}
         self._lock = threading.Lock()
@@ -100,8 +123,7 @@ class OllamaHub(HubPlugin):
     @property
     def registry_url(self) -> str:
         """The default registry's base URL."""
-        url = self._setting("ollama_registry", "MODEL_DOWNLOAD_OLLAMA_REGISTRY")
-        return (url or DEFAULT_REGISTRY).rstrip("/")
+        return (self.settings.ollama_registry or DEFAULT_REGISTRY).rstrip("/")
 
     def check(self) -> None:
         parts = urlsplit(self.registry_url)
@@ -123,14 +145,14 @@ class OllamaHub(HubPlugin):
         name, base = self._where(reference)
         pinned = PINNED.match(name.tag)
         wanted = f"sha256:{pinned.group(1)}" if pinned else name.tag
-        with self._translated(name, base):
+        with translated(name, base):
             answer = self._registry.get(
                 base, name.repo, f"/v2/{name.repo}/manifests/{wanted}", _ACCEPT
             )
             if answer.status == 404:
-                raise self._missing(name, base, answer)
+                raise missing_error(name, base, answer, partial(self._tags, name, base))
             if answer.status != 200:
-                raise self._error(name, base, answer.status, answer.error_code())
+                raise registry_error(name, base, answer.status, answer.error_code())
         digest = verified_digest(answer, pinned.group(1) if pinned else None, f"{name} from {base}")
         files = manifest_files(answer.body, name)
         logger.debug("%s is manifest sha256:%s on %s", name, digest, base)
@@ -159,11 +181,11 @@ class OllamaHub(HubPlugin):
         url = f"{base}/v2/{name.repo}/blobs/sha256:{file.sha256}"
         used = self._registry.auth_headers(base, name.repo)
         try:
-            with self._translated(name, base):
+            with translated(name, base):
                 return self._transfer(name, url, file, dest, on_bytes, used)
         except _Challenge as challenge:
             # The token expired, or this registry wants one for blobs only: one new token.
-            with self._translated(name, base):
+            with translated(name, base):
                 self._registry.authorize(base, name.repo, challenge.header, stale=used)
                 headers = self._registry.auth_headers(base, name.repo)
                 try:
@@ -185,14 +207,17 @@ class OllamaHub(HubPlugin):
         page: int = 1,
         page_size: int = 20,
     ) -> SearchPage:
-        """The tags of one model (``query``): registries list tags, not a catalogue of models."""
-        if not query:
-            raise errors.InvalidReferenceError(
-                "an Ollama registry lists the tags of a model: name one, e.g. 'llama3.2'."
-            )
-        found = self.list_tags(query)
+        """The tags of one model (``query``): registries list tags, not a catalogue of models.
+
+        Raises:
+            InvalidReferenceError: no model named, or an author or tag filter given (a registry
+                has neither to filter by).
+        """
+        model_id = _searched_model(query, author, tags)
+        found = self.list_tags(model_id)
         start = (page - 1) * page_size
-        models = [ModelSummary(id=query, revision=tag) for tag in found[start : start + page_size]]
+        chosen = found[start : start + page_size]
+        models = [ModelSummary(id=model_id, revision=tag) for tag in chosen]
         return SearchPage(
             hub=self.name,
             query=query,
@@ -228,7 +253,7 @@ class OllamaHub(HubPlugin):
     def server(self) -> OllamaServer:
         """The Ollama server at ``OLLAMA_HOST``, through the official client: ``pull`` (with
         its progress), ``list``, ``show`` and ``delete`` there."""
-        host = self._setting("ollama_host", "OLLAMA_HOST")
+        host = self.settings.ollama_host
         if not host:
             raise errors.ServiceUnavailableError(
                 "no Ollama server is configured: set OLLAMA_HOST (e.g. 127.0.0.1:11434)."
@@ -242,10 +267,6 @@ class OllamaHub(HubPlugin):
         return OllamaServer(host, timeout=self.settings.stall_timeout)
 
     # -- helpers ---------------------------------------------------------------------------------
-
-    def _setting(self, field: str, variable: str) -> str | None:
-        # Settings that lack the field (an older core) leave the variable to us: same meaning.
-        return getattr(self.settings, field, None) or os.environ.get(variable) or None
 
     def _name(self, reference: ModelReference) -> OllamaName:
         return parse_name(reference.id, reference.revision, registry_host(self.registry_url))
@@ -290,7 +311,7 @@ class OllamaHub(HubPlugin):
         if status == 401:
             raise _Challenge(headers.get("WWW-Authenticate", ""))
         if status >= 400 and status not in RETRY_STATUSES:
-            raise self._error(name, base, status, path=path)
+            raise registry_error(name, base, status, path=path)
 
     def _write_manifest(
         self,
@@ -303,11 +324,11 @@ class OllamaHub(HubPlugin):
         with self._lock:
             body = self._manifests.get(file.sha256 or "")
         if body is None:  # resolved in another process: ask again, by digest
-            with self._translated(name, base):
+            with translated(name, base):
                 path = f"/v2/{name.repo}/manifests/sha256:{file.sha256}"
                 answer = self._registry.get(base, name.repo, path, _ACCEPT)
                 if answer.status != 200:
-                    raise self._error(name, base, answer.status, answer.error_code(), file.path)
+                    raise registry_error(name, base, answer.status, answer.error_code(), file.path)
             body = answer.body
         if hashlib.sha256(body).hexdigest() != file.sha256 or len(body) != file.size:
             raise errors.IntegrityError(
@@ -319,74 +340,8 @@ class OllamaHub(HubPlugin):
 
     def _tags(self, name: OllamaName, base: str) -> list[str] | None:
         """Every tag of ``name``, or None when the registry does not list tags."""
-        with self._translated(name, base):
+        with translated(name, base):
             try:
                 return self._registry.list_tags(base, name.repo)
             except NameUnknown:
-                raise self._error(name, base, 404, "NAME_UNKNOWN") from None
-
-    def _missing(self, name: OllamaName, base: str, answer: Answer) -> errors.ModelDownloadError:
-        """The error for a manifest the registry does not have: no such model, or no such tag."""
-        if answer.error_code() == "NAME_UNKNOWN":
-            return self._error(name, base, 404, "NAME_UNKNOWN")
-        tags = self._tags(name, base)
-        if tags:
-            shown = ", ".join(tags[:20]) + (", ..." if len(tags) > 20 else "")
-            return errors.RevisionNotFoundError(
-                f"{name.host}/{name.repo} has no tag {name.tag!r}: its tags are {shown}."
-            )
-        return errors.ModelNotFoundError(
-            f"{base} has no {name}: check the model's name and tag{self._hint(name, 'tags')}."
-        )
-
-    def _hint(self, name: OllamaName, page: str) -> str:
-        if name.host != registry_host(DEFAULT_REGISTRY):
-            return ""
-        if page == "tags":
-            return f" (https://ollama.com/{name.repo}/tags lists its tags)"
-        return " (https://ollama.com/search finds public models)"
-
-    def _error(
-        self, name: OllamaName, base: str, status: int, code: str = "", path: str | None = None
-    ) -> errors.ModelDownloadError:
-        """Our error for a registry's refusal, told by its status and distribution error code."""
-        if status in (401, 403):
-            return errors.UnauthorizedError(
-                f"{base} refuses {name} without credentials ({code or status}): model-download "
-                "pulls models anyone may read; check the name, or have an Ollama server signed "
-                "in to the registry pull it (OLLAMA_HOST)."
-            )
-        if status == 404 and path is not None:
-            return errors.RemoteFileNotFoundError(
-                f"{base} has lost {path} of {name}: the model is broken on the registry; try "
-                "another tag, or later."
-            )
-        if status == 404:
-            hint = self._hint(name, "search")
-            return errors.ModelNotFoundError(
-                f"{base} has no model {name.host}/{name.repo}: check the name{hint}."
-            )
-        if status == 429 or status >= 500:
-            return errors.HubUnreachableError(
-                f"{base} answered {status} for {name}: the registry is busy or down, try later."
-            )
-        return errors.HubError(f"{base} answered {status} {code or ''} for {name}.")
-
-    @contextmanager
-    def _translated(self, name: OllamaName, base: str) -> Iterator[None]:
-        """Turn transport and authorization failures into our errors, with what to do."""
-        try:
-            yield
-        except errors.ModelDownloadError:
-            raise
-        except Unauthorized as exc:
-            raise errors.UnauthorizedError(
-                f"{base} wants credentials for {name} ({exc.detail}): model-download pulls "
-                "models anyone may read; check the name, or have an Ollama server signed in to "
-                "the registry pull it (OLLAMA_HOST)."
-            ) from exc
-        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
-            raise errors.HubUnreachableError(
-                f"cannot reach {base} for {name} ({type(exc).__name__}): check the network, "
-                "or MODEL_DOWNLOAD_OLLAMA_REGISTRY."
-            ) from exc
+                raise registry_error(name, base, 404, "NAME_UNKNOWN") from None

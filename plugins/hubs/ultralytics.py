@@ -108,9 +108,8 @@ class UltralyticsHub(HubPlugin):
 
     @property
     def base_url(self) -> str:
-        # getattr: the setting is read if Settings has it, and the package's release otherwise.
-        configured = getattr(self.settings, "ultralytics_base_url", None)
-        return str(configured or default_base_url()).rstrip("/")
+        configured = self.settings.ultralytics_base_url
+        return (configured or default_base_url()).rstrip("/")
 
     def tool_versions(self) -> dict[str, str]:
         return tool_versions()

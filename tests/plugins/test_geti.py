@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pydantic import AliasChoices, Field, SecretStr
 
 from model_download import errors
 from model_download.archives import ArchiveLimits, UnsafeArchiveError, extract_all, list_members
@@ -32,20 +31,6 @@ GROUP = "card-detection/ATSS"
 OTHER_ID = "0" * 24
 
 
-def _env(name: str) -> AliasChoices:
-    return AliasChoices(f"MODEL_DOWNLOAD_{name.upper()}", name.upper())
-
-
-class GetiSettings(Settings):
-    """The settings with the Geti fields the shared Settings is to gain (same variables)."""
-
-    geti_host: str | None = Field(None, validation_alias=_env("geti_host"))
-    geti_token: SecretStr | None = Field(None, validation_alias=_env("geti_token"))
-    geti_workspace_id: str | None = Field(None, validation_alias=_env("geti_workspace_id"))
-    geti_verify_tls: bool = Field(True, validation_alias=_env("geti_verify_tls"))
-    geti_ca_bundle: Path | None = Field(None, validation_alias=_env("geti_ca_bundle"))
-
-
 @dataclass
 class Site:
     server: FakeGeti
@@ -58,14 +43,14 @@ class Site:
 
 def pull(text: str, **patterns: tuple[str, ...]) -> StoredModel:
     """A pull as a fresh process makes it: settings, registry and plugin built anew."""
-    settings = GetiSettings()
+    settings = Settings()
     registry = Registry(settings)
     resolved = resolve_reference(parse_reference(text, **patterns), registry)
     return download_resolved(resolved, store=_store(), registry=registry)
 
 
 def _store() -> ModelStore:
-    return ModelStore(GetiSettings().models_dir)
+    return ModelStore(Settings().models_dir)
 
 
 def _sha(data: bytes) -> str:
@@ -220,6 +205,14 @@ def test_partial_pull_then_full_pull(geti: Site) -> None:
         pull(f"geti:{GROUP}", include=("*.gguf",))
 
 
+def test_patterns_matching_nothing_leave_no_export_behind(geti: Site) -> None:
+    with pytest.raises(errors.RemoteFileNotFoundError, match="openvino.xml: loosen the patterns"):
+        pull(f"geti:{GROUP}", include=("*.gguf",))
+
+    assert len(geti.server.exports()) == 1  # fetched, to list what it holds
+    assert _files_under(_store().root) == []  # and not kept for a model that is not stored
+
+
 def _hostile_zip(kind: str, outside: Path) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -318,7 +311,7 @@ def test_unreachable_host(geti: Site, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_reference_syntax() -> None:
-    hub = GetiHub(GetiSettings())
+    hub = GetiHub(Settings())
     model, optimized = "a" * 24, "b" * 24
 
     def spelled(text: str) -> str | None:

@@ -28,7 +28,7 @@ from tests.servers.ollama_registry import (
     CountingProxy,
     DockerRegistry,
     PushedModel,
-    registry_available,
+    require_registry,
 )
 
 WEIGHTS = os.urandom(300_000)
@@ -36,8 +36,7 @@ WEIGHTS = os.urandom(300_000)
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[DockerRegistry]:
-    if not registry_available():
-        pytest.skip("docker-registry is not installed: apt-get install docker-registry")
+    require_registry()
     with DockerRegistry(tmp_path / "registry") as server:
         yield server
 
@@ -295,9 +294,16 @@ def test_reference_forms(monkeypatch: pytest.MonkeyPatch) -> None:
     assert validated("ollama:llama3.2@1b") == ("registry.ollama.ai/library/llama3.2", "1b")
     assert validated("ollama:team/m") == ("registry.ollama.ai/team/m", "latest")
     assert validated("ollama:reg.example+5000/team/m@v1") == ("reg.example+5000/team/m", "v1")
-    # The core's id check refuses ':' before the hub sees it: write @tag, and host+port.
-    with pytest.raises(errors.InvalidReferenceError):
-        parse_reference("ollama:llama3.2:1b")
+    # Ollama's own spelling: the tag after ':', a registry's port as host:port.
+    assert validated("ollama:llama3.2:1b") == ("registry.ollama.ai/library/llama3.2", "1b")
+    assert validated("ollama:reg.example:5000/team/m:v1") == ("reg.example+5000/team/m", "v1")
+    assert validated("ollama:reg.example:5000/team/m@v1") == ("reg.example+5000/team/m", "v1")
+    with pytest.raises(errors.InvalidReferenceError, match="names tag '1b' but the revision"):
+        parse_reference("ollama:llama3.2:1b@3b")
+    with pytest.raises(errors.InvalidReferenceError, match=r"neither a tag's.*host\[\+port\]"):
+        parse_reference("ollama:reg:x/team/m")
+    with pytest.raises(errors.InvalidReferenceError, match="invalid part"):
+        parse_reference("hf:org/name:1b")  # other hubs keep the core's rule
     with pytest.raises(errors.InvalidReferenceError, match="invalid namespace"):
         validated("ollama:a.b/m")
     with pytest.raises(errors.InvalidReferenceError, match="4 parts"):

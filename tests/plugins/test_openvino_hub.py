@@ -50,6 +50,24 @@ def test_search_pages_through_a_hub(hub: FakeHub) -> None:
     assert first.models[0].revision  # the commit the hub lists
 
 
+def test_search_filters_by_tag_and_lists_the_commit_and_date(hub: FakeHub) -> None:
+    onnx = hub.commit("org/bert-onnx", {"model.onnx": b"onnx"}, model_tags=["onnx", "bert"])
+    torch = hub.commit("org/bert-pt", {"model.bin": b"pt"}, model_tags=["pytorch", "bert"])
+    hf = get_registry().hub("huggingface")
+
+    [found] = hf.search("bert", tags=("onnx",)).models
+    both = hf.search(None, tags=("bert",)).models
+
+    # The real Hub lists a model's commit and last change only when asked to (expand).
+    assert (found.id, found.revision, found.tags) == ("org/bert-onnx", onnx, ["onnx", "bert"])
+    assert found.updated is not None and found.downloads == 0
+    assert [(m.id, m.revision) for m in both] == [("org/bert-onnx", onnx), ("org/bert-pt", torch)]
+    assert hf.search(None, tags=("bert", "pytorch")).models[0].id == "org/bert-pt"
+    result = run("search", "hf", "--tag", "onnx")
+    assert result.returncode == 0, result.stderr
+    assert f"huggingface:org/bert-onnx@{onnx}" in result.stdout and "bert-pt" not in result.stdout
+
+
 def test_the_openvino_hub_searches_its_organisation(hub: FakeHub) -> None:
     hub.commit("OpenVINO/a-ov", IR)
     hub.commit("org/a-ov", IR)

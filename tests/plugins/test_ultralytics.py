@@ -237,6 +237,24 @@ def test_export_validates_and_matches_pytorch(
     assert recorded["checks"]["shapes_match"] and recorded["passed"]  # the PyTorch comparison
 
 
+def test_an_int8_request_exports_int8_only(base_url: str, dataset: Path, tmp_path: Path) -> None:
+    fresh = Service(
+        tmp_path / "store",
+        ultralytics_base_url=base_url,
+        ultralytics_dataset=dataset,
+        ultralytics_imgsz=IMGSZ,
+    )
+
+    converted = fresh.convert(fresh.pull("ultralytics:yolov8n"), "int8")
+
+    folder = converted.path.parent
+    assert folder == fresh.store.root / CONVERTED_HUB / "ultralytics" / "yolov8n"
+    # No fp32 (nor fp16) IR on the way: int8 is exported from the weights, not derived.
+    assert {p.name.lstrip("@").split("-")[0] for p in folder.iterdir()} == {"int8"}
+    irs = [m for m in fresh.store.list() if m.manifest.hub == CONVERTED_HUB]
+    assert [m.manifest.extra["conversion"]["precision"] for m in irs] == ["int8"]
+
+
 def test_each_precision_is_its_own_export(service: Service, source: StoredModel) -> None:
     sizes = {
         p: (service.convert(source, p).path / "yolov8n.bin").stat().st_size
@@ -296,6 +314,32 @@ def test_a_dataset_download_script_never_runs(
     with pytest.raises(errors.InvalidReferenceError, match="not here"):
         converter.convert(source.path, source.manifest, ConvertOptions(precision="int8"), staging)
     assert not marker.exists()
+    assert list(staging.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("path: .\nnames: [person]\n", "naming its images"),  # neither val nor train
+        ("path: .\nval: [images/val\n", "is not valid YAML"),
+        ("path: [a, b]\nval: images\n", "naming its images"),
+        ("- a list\n- not a mapping\n", "naming its images"),
+    ],
+    ids=["no-images", "unparsable", "path-not-a-folder", "not-a-mapping"],
+)
+def test_a_dataset_yaml_without_images_or_syntax_is_refused(
+    service: Service, source: StoredModel, tmp_path: Path, text: str, message: str
+) -> None:
+    yaml = tmp_path / "data.yaml"
+    yaml.write_text(text)
+    other = Service(service.store.root, ultralytics_dataset=yaml, ultralytics_imgsz=IMGSZ)
+    converter = other.registry.converter("ultralytics-openvino")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+
+    with pytest.raises(errors.InvalidReferenceError, match=message) as caught:
+        converter.convert(source.path, source.manifest, ConvertOptions(precision="int8"), staging)
+    assert str(yaml) in str(caught.value) and "MODEL_DOWNLOAD_DATASETS_DIR" in str(caught.value)
     assert list(staging.iterdir()) == []
 
 

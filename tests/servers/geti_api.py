@@ -68,6 +68,8 @@ class FakeGeti:
         self.root = Path(root)
         self.token = token
         self.org_id, self.workspace_id = new_id(), new_id()
+        #: Every workspace by id, the first (``workspace_id``) holding the projects.
+        self.workspaces = {self.workspace_id: "Default Workspace"}
         self.projects: list[Project] = []
         self.log: list[LoggedRequest] = []
         self.url = ""
@@ -79,6 +81,12 @@ class FakeGeti:
         self._server: ThreadingHTTPServer | None = None
 
     # -- content ---------------------------------------------------------------------------------
+
+    def add_workspace(self, name: str) -> str:
+        """Another workspace of the organization, with no projects; its id."""
+        workspace = new_id()
+        self.workspaces[workspace] = name
+        return workspace
 
     def add_project(self, name: str) -> Project:
         project = Project(new_id(), name)
@@ -159,13 +167,14 @@ class FakeGeti:
                 return handler(self, query, **match.groupdict())
         raise _Refusal(404, "resource_not_found", f"no route {path}")
 
-    def _workspace(self, org: str, ws: str | None = None) -> None:
-        if org != self.org_id or ws not in (None, self.workspace_id):
+    def _workspace(self, org: str, ws: str | None = None) -> list[Project]:
+        """The projects of workspace ``ws`` (none for the organization's route alone)."""
+        if org != self.org_id or (ws is not None and ws not in self.workspaces):
             raise _Refusal(404, "workspace_not_found", "The requested workspace was not found.")
+        return self.projects if ws == self.workspace_id else []
 
     def _project(self, org: str, ws: str, project: str) -> Project:
-        self._workspace(org, ws)
-        for each in self.projects:
+        for each in self._workspace(org, ws):
             if each.id == project:
                 return each
         raise _Refusal(404, "project_not_found", f"Project with ID `{project}` not found.")
@@ -193,20 +202,22 @@ def _organization(geti: FakeGeti, query: dict[str, str]) -> tuple[str, bytes, No
 
 def _workspaces(geti: FakeGeti, query: dict[str, str], org: str) -> tuple[str, bytes, None]:
     geti._workspace(org)
-    ws = {"id": geti.workspace_id, "name": "Default Workspace", "organizationId": org}
-    return _json({"workspaces": [ws]})
+    listed = [
+        {"id": ws, "name": name, "organizationId": org} for ws, name in geti.workspaces.items()
+    ]
+    return _json({"workspaces": listed})
 
 
 def _projects(geti: FakeGeti, query: dict[str, str], org: str, ws: str) -> tuple[str, bytes, None]:
-    geti._workspace(org, ws)
+    projects = geti._workspace(org, ws)
     limit, skip = int(query.get("limit", 10)), int(query.get("skip", 0))
-    page = geti.projects[skip : skip + limit]
-    more = skip + limit < len(geti.projects)
+    page = projects[skip : skip + limit]
+    more = skip + limit < len(projects)
     next_page = f"?limit={limit}&skip={skip + limit}" if more else ""
     return _json(
         {
             "projects": [project_json(p) for p in page],
-            "project_counts": len(geti.projects),
+            "project_counts": len(projects),
             "next_page": next_page,
         }
     )

@@ -9,6 +9,9 @@ Routes, shaped after what huggingface_hub 1.21 reads (hf_api.py, file_download.p
 - ``GET /api/models/{repo}[/revision/{rev}]``: repo info (``sha``, ``siblings``, ``gated``...).
 - ``GET /api/models/{repo}/tree/{rev}[/{path}]``: listing, paged by a ``Link: rel="next"`` header.
 - ``GET /api/models/{repo}/refs``: branches and tags.
+- ``GET /api/models?search=&author=&filter=&expand=``: a search, as the Hub answers it: only
+  models with every ``filter`` tag, each with ``_id``, ``id`` and the ``expand`` fields, or
+  without ``expand`` the Hub's default few (no ``sha``, no ``lastModified``).
 - ``HEAD|GET /{repo}/resolve/{rev}/{path}``: metadata headers, bytes, single ``Range`` requests.
 - ``HEAD|GET /cdn/{sha256}``: LFS bytes after a 302, when ``redirect_lfs`` is set.
 
@@ -108,12 +111,14 @@ class FakeHub:
         delete: tuple[str, ...] | list[str] = (),
         private: bool | None = None,
         gated: bool | str | None = None,
+        model_tags: list[str] | None = None,
         message: str = "",
     ) -> str:
         """Commit on ``branch`` (created from main if new) and return the commit sha.
 
         Files not named carry over from the parent. ``private``/``gated`` (True meaning "auto")
-        set the repo's visibility; None keeps it, so later commits need not repeat it.
+        set the repo's visibility, ``model_tags`` the labels searches filter on; None keeps
+        them, so later commits need not repeat them.
         """
         if len(parts := repo_id.split("/")) > 2 or "" in parts:
             raise ValueError(f"repo ids are 'name' or 'org/name', not {repo_id!r}")
@@ -129,6 +134,8 @@ class FakeHub:
                 repo.private = private
             if gated is not None:
                 repo.gated = "auto" if gated is True else gated
+            if model_tags is not None:
+                repo.model_tags = list(model_tags)
             commit = repo.add_commit(branch, added, tuple(delete), message)
             if tag is not None:
                 repo.tags[tag] = commit.sha

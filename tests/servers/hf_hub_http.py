@@ -15,9 +15,9 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
 
-from tests.servers.hf_hub_repos import Blob, BlobStore, Commit, Repo
+from tests.servers.hf_hub_repos import EXPANDABLE, Blob, BlobStore, Commit, Repo
 
 if TYPE_CHECKING:
     from tests.servers.hf_hub import FakeHub
@@ -180,27 +180,31 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(entries[start : start + size], **headers)
 
     def _search(self, raw_path: str) -> None:
-        """``GET /api/models?search=&author=&limit=``: visible repos, paged like the tree."""
-        state = self.server.state
+        """``GET /api/models?search=&author=&filter=&expand=``: visible repos with every tag in
+        ``filter``, each with the fields ``expand`` names; paged like the tree."""
+        state, multi = self.server.state, parse_qs(urlsplit(self.path).query)
         words = self._query.get("search", "").lower()
         author = self._query.get("author")
+        wanted, expand = set(multi.get("filter", [])), multi.get("expand", [])
+        if unknown := sorted(set(expand) - EXPANDABLE):
+            raise HubError(400, None, f'"expand" has invalid values: {", ".join(unknown)}')
         with state.lock:
             grants = state.tokens.get(self._token, frozenset()) if self._token else frozenset()
             found = [
-                repo.info_json(repo.resolve("main"), blobs=False)
+                repo.listed_json(expand)
                 for repo_id, repo in sorted(state.repos.items())
                 if (not repo.private or repo_id in grants)
                 and words in repo_id.lower()
                 and (author is None or repo_id.split("/")[0] == author)
+                and wanted <= set(repo.model_tags)
                 and repo.resolve("main") is not None
             ]
-        for info in found:
-            info.pop("siblings", None)
         cursor = self._query.get("cursor", "0")
         start, size = int(cursor) if cursor.isdigit() else 0, self.server.hub.page_size
         headers = {}
         if start + size < len(found):
-            query = urlencode({**self._query, "cursor": start + size})
+            # Every value of a repeated parameter (expand, filter) goes on to the next page.
+            query = urlencode({**multi, "cursor": [start + size]}, doseq=True)
             headers["Link"] = f'<{self.server.hub.url}{raw_path}?{query}>; rel="next"'
         self._send_json(found[start : start + size], **headers)
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import get_args
+
+from huggingface_hub.hf_api import ExpandModelProperty_T
 
 # What the Hub's default .gitattributes sends to LFS whatever the size; clients tell LFS files
 # apart by the `lfs` key of tree entries, so getting this wrong changes which hash they check.
@@ -21,6 +24,11 @@ LFS_EXTENSIONS = frozenset(
     {".bin", ".safetensors", ".onnx", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".model"}
 )
 _CHUNK = 1 << 20
+# What GET /api/models lists of each model unless ``expand`` says otherwise: the real Hub leaves
+# out the commit (``sha``) and ``lastModified``, among others.
+_LISTED = ("_id", "id", "modelId", "likes", "private", "downloads", "tags", "createdAt")
+#: What ``expand`` may ask for, as huggingface_hub names the Hub's fields; others are a 400.
+EXPANDABLE = frozenset(get_args(ExpandModelProperty_T))
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -85,6 +93,7 @@ class Repo:
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    model_tags: list[str] = field(default_factory=list)  # the Hub's labels, not git tags
 
     def resolve(self, revision: str) -> Commit | None:
         """A branch, then a tag, then a full commit sha, in the Hub's order of precedence."""
@@ -136,9 +145,16 @@ class Repo:
             "disabled": False,
             "downloads": 0,
             "likes": 0,
-            "tags": [],
+            "tags": list(self.model_tags),
             "siblings": siblings,
         }
+
+    def listed_json(self, expand: list[str]) -> dict:
+        """The model as ``GET /api/models`` lists it: ``_id``, ``id`` and the fields ``expand``
+        names, or without ``expand`` the Hub's default few."""
+        info = self.info_json(self.resolve("main"), blobs=False)  # type: ignore[arg-type]
+        keys = ("_id", "id", *expand) if expand else _LISTED
+        return {key: info[key] for key in keys if key in info}
 
     def tree_json(self, commit: Commit, path: str, *, recursive: bool) -> list[dict] | None:
         """Entries under directory ``path`` ("": the root) by path; None if there is no such dir."""

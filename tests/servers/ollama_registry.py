@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import urllib3
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -48,9 +50,24 @@ http:
 """
 
 
+#: Set to 1 (as CI does) to fail, not skip, the tests that need the registry when it is missing.
+REQUIRE = "MODEL_DOWNLOAD_REQUIRE_REGISTRY"
+
+
 def registry_available() -> bool:
     """Whether the ``docker-registry`` binary is installed (``apt-get install docker-registry``)."""
     return shutil.which(BINARY) is not None
+
+
+def require_registry() -> None:
+    """Skip the calling test when ``docker-registry`` is missing; fail it when ``REQUIRE`` says
+    the registry tests must run (a CI machine that lost the package must not go green)."""
+    if registry_available():
+        return
+    why = "docker-registry is not installed: apt-get install docker-registry"
+    if os.environ.get(REQUIRE) == "1":
+        pytest.fail(f"{why} ({REQUIRE}=1 requires the Ollama registry tests)")
+    pytest.skip(why)
 
 
 def _free_port() -> int:

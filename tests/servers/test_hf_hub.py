@@ -212,6 +212,25 @@ def test_invalid_token_is_not_mistaken_for_a_missing_repo(hub: FakeHub, tmp_path
         assert "Invalid credentials" in str(caught.value)
 
 
+def test_search_lists_expanded_fields_only_and_filters_by_tag(tmp_path: Path) -> None:
+    with FakeHub(tmp_path / "hub", page_size=1) as hub:  # pages: the Link must keep every value
+        sha = hub.commit("org/a", {"config.json": b"{}"}, model_tags=["onnx", "bert"])
+        hub.commit("org/b", {"config.json": b"{}"}, model_tags=["bert"])
+        api = HfApi(endpoint=hub.url, token=False)
+
+        [plain] = api.list_models(search="org/a")
+        [onnx] = api.list_models(filter="onnx", expand=["sha", "lastModified"])
+        both = api.list_models(filter=["bert"], expand=["tags"])
+
+        assert plain.id == "org/a" and plain.tags == ["onnx", "bert"]
+        assert plain.sha is None and plain.last_modified is None  # as the real Hub leaves out
+        assert (onnx.id, onnx.sha, onnx.tags) == ("org/a", sha, None)
+        assert onnx.last_modified is not None and onnx.downloads is None
+        assert [(m.id, m.sha) for m in both] == [("org/a", None), ("org/b", None)]
+        with pytest.raises(HfHubHTTPError, match="expand"):
+            list(api.list_models(expand=["nothing"]))  # type: ignore[list-item]
+
+
 def test_range_requests(hub: FakeHub) -> None:
     hub.commit("org/model", {"model.bin": DATA})
     url = f"{hub.url}/org/model/resolve/main/model.bin"
