@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install --quiet --constraint constraints.txt --editable ".[openvino,ultralytics,dev]"
 	touch $(STAMP)
 
-## run: start the service (Prefect server and UI on :4200, a runner serving the flows)
+## run: start the service (Prefect server and UI, REST API, a runner serving the flows);
+## ports and addresses from MODEL_DOWNLOAD_PREFECT_PORT/_HOST and MODEL_DOWNLOAD_API_PORT/_HOST
 run: $(STAMP)
-	$(BIN)/model-download serve
+	$(BIN)/python -m deployments.serve
 
 ## test: the whole test suite
 test: $(STAMP)

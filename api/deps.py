@@ -26,12 +26,24 @@ def require_api_key(
     given = x_api_key
     if given is None and authorization and authorization.lower().startswith("bearer "):
         given = authorization[7:].strip()
-    if given is None or not secrets.compare_digest(given, expected.get_secret_value()):
+    # Bytes, not str: compare_digest refuses non-ASCII str, and any header may hold some.
+    if given is None or not secrets.compare_digest(
+        _raw(given), expected.get_secret_value().encode("utf-8")
+    ):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong API key: send it as X-API-Key or Authorization: Bearer.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def _raw(value: str) -> bytes:
+    # The server decodes header bytes as latin-1: encoding back gives the bytes the client sent
+    # (a UTF-8 key arrives as its UTF-8 bytes).
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
 
 
 async def prefect_client(request: Request) -> AsyncIterator[PrefectClient]:

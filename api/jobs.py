@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
@@ -24,9 +24,10 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
     FlowRunFilterTags,
 )
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import DeploymentStatus, FlowRun, StateType
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling, Completed
 
 from api.schemas import JobPublic, Progress
@@ -38,6 +39,8 @@ from model_download.errors import (
 )
 
 DEPLOYMENT = f"pipeline/{PIPELINE_DEPLOYMENT}"
+# Flow-run tags that keep what the request said (not secret): the name and hub as given.
+MODEL_TAG, HUB_TAG = "model:", "hub:"
 _STATUS = {
     StateType.SCHEDULED: "queued",
     StateType.PENDING: "queued",
@@ -76,52 +79,128 @@ async def finished_jobs(
     return ids
 
 
+class Origin(NamedTuple):
+    """A model as the request named it: kept as tags, so jobs are found by that name."""
+
+    name: str
+    hub: str
+
+
 async def create_jobs(
     client: PrefectClient,
     specs: list[PipelineSpec],
+    origins: list[Origin],
     *,
     parallel: bool,
     export_to: str | None,
     done: bool,
 ) -> list[str]:
-    """One flow run per model; in turn unless ``parallel``; already Completed when ``done``."""
-    deployment_id = await _deployment_id(client)
+    """One flow run per model; in turn unless ``parallel``; already Completed when ``done``.
+
+    Raises:
+        ServiceUnavailableError: the deployment is not served, or (unless ``done``: no run is
+            started then) its runner or workers are not polling.
+    """
+    deployment_id = await _deployment_id(client) if done else await ready_deployment(client)
     ids: list[str] = []
-    for spec in specs:
+    for spec, origin in zip(specs, origins, strict=True):
         parameters: dict[str, Any] = {
             "models": [spec.model_dump(mode="json")],
             "export_to": export_to,
         }
         if not parallel and ids and not done:
             parameters["after"] = ids[-1]
+        tags = ["model-download", "api", job_tag(spec, export_to)]
+        tags += [MODEL_TAG + origin.name, HUB_TAG + origin.hub]
         state = Completed(message="already in the store") if done else None
-        run = await client.create_flow_run_from_deployment(
-            deployment_id,
-            parameters=parameters,
-            state=state,
-            tags=["model-download", "api", job_tag(spec, export_to)],
-        )
+        run, deployment_id = await _create_run(client, deployment_id, parameters, state, tags)
         ids.append(str(run.id))
     return ids
 
 
+async def _create_run(
+    client: PrefectClient, deployment_id: UUID, parameters: dict, state, tags: list[str]
+) -> tuple[FlowRun, UUID]:
+    # The deployment may have been served again under a new id since it was looked up: look
+    # once more by name; if that id is gone too, it is simply not served.
+    try:
+        run = await client.create_flow_run_from_deployment(
+            deployment_id, parameters=parameters, state=state, tags=tags
+        )
+        return run, deployment_id
+    except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+        if not _is_not_found(exc):
+            raise
+    forget_deployment()
+    deployment_id = await _deployment_id(client)
+    try:
+        run = await client.create_flow_run_from_deployment(
+            deployment_id, parameters=parameters, state=state, tags=tags
+        )
+    except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+        if _is_not_found(exc):
+            raise ServiceUnavailableError(_NOT_SERVED) from exc
+        raise
+    return run, deployment_id
+
+
+def _is_not_found(exc: Exception) -> bool:
+    if isinstance(exc, ObjectNotFound):
+        return True
+    return isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code == 404
+
+
+_NOT_SERVED = (
+    f"the {DEPLOYMENT} deployment is not served: start the service (make run) or a worker of "
+    "its work pool."
+)
 _DEPLOYMENT_IDS: dict[str, UUID] = {}
+
+
+async def served_deployment(client: PrefectClient) -> UUID:
+    """The deployment's id (looked up once per process).
+
+    Raises:
+        ServiceUnavailableError: it is not served.
+    """
+    return await _deployment_id(client)
 
 
 async def _deployment_id(client: PrefectClient) -> UUID:
     # Looked up once per process: the id changes only if the deployment is deleted and served
-    # again; the route then forgets it (forget_deployment) and the next request looks again.
+    # again; _create_run then forgets it and looks again.
     key = str(client.api_url)
     if key not in _DEPLOYMENT_IDS:
-        try:
-            deployment = await client.read_deployment_by_name(DEPLOYMENT)
-        except ObjectNotFound as exc:
-            raise ServiceUnavailableError(
-                f"the {DEPLOYMENT} deployment is not served: start the service (make run) or "
-                "a worker of its work pool."
-            ) from exc
-        _DEPLOYMENT_IDS[key] = deployment.id
+        _DEPLOYMENT_IDS[key] = (await _read_deployment(client)).id
     return _DEPLOYMENT_IDS[key]
+
+
+async def _read_deployment(client: PrefectClient) -> DeploymentResponse:
+    try:
+        return await client.read_deployment_by_name(DEPLOYMENT)
+    except ObjectNotFound as exc:
+        raise ServiceUnavailableError(_NOT_SERVED) from exc
+
+
+async def ready_deployment(client: PrefectClient) -> UUID:
+    """The deployment's id, if something polls it for runs (else they would wait forever).
+
+    A runner or worker marks its deployments READY each time it polls; Prefect marks them
+    NOT_READY when polls stop, and a runner stopped with Ctrl-C pauses them.
+
+    Raises:
+        ServiceUnavailableError: not served, paused, or not polled.
+    """
+    deployment = await _read_deployment(client)
+    _DEPLOYMENT_IDS[str(client.api_url)] = deployment.id
+    if deployment.paused or deployment.status != DeploymentStatus.READY:
+        state = "paused" if deployment.paused else "not polled by any runner or worker"
+        raise ServiceUnavailableError(
+            f"the {DEPLOYMENT} deployment is {state}, so a job would wait forever: start the "
+            "runner (make run, or model-download serve) or a worker of its work pool "
+            "(prefect worker start --pool model-download)."
+        )
+    return deployment.id
 
 
 def forget_deployment() -> None:
@@ -134,16 +213,26 @@ async def read_job(client: PrefectClient, job_id: UUID) -> JobPublic:
     return await _describe(client, run)
 
 
-async def list_jobs(client: PrefectClient, model_name: str | None, limit: int) -> list[JobPublic]:
+async def list_jobs(
+    client: PrefectClient, model_name: str | None, limit: int, *, completed: bool = False
+) -> list[JobPublic]:
+    """Jobs, newest first; of one model (its name as the request gave it); or completed ones.
+
+    Both filters run in Prefect, before ``limit``, so older matches are not cut off.
+    """
+    # Queued runs have no start time yet: by start time they would sort last on SQLite.
     runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[MODEL_TAG + model_name]) if model_name else None,
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))
+            if completed
+            else None,
+        ),
         deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[PIPELINE_DEPLOYMENT])),
-        sort=FlowRunSort.START_TIME_DESC,
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
         limit=limit,
     )
-    jobs = [await _describe(client, run, details=False) for run in runs]
-    if model_name:
-        jobs = [job for job in jobs if job.model_name == model_name]
-    return jobs
+    return [await _describe(client, run, details=completed) for run in runs]
 
 
 async def cancel_job(client: PrefectClient, job_id: UUID) -> JobPublic:
@@ -159,14 +248,19 @@ async def cancel_job(client: PrefectClient, job_id: UUID) -> JobPublic:
 async def _describe(client: PrefectClient, run: FlowRun, details: bool = True) -> JobPublic:
     models = (run.parameters or {}).get("models") or [{}]
     first = models[0] if isinstance(models[0], dict) else {}
+    tags = {t.partition(":")[0] + ":": t.partition(":")[2] for t in run.tags or []}
     job = JobPublic(
         id=str(run.id),
-        model_name=first.get("id"),
-        hub=first.get("hub"),
+        # Runs made before the tags were kept fall back to the spec.
+        model_name=tags.get(MODEL_TAG, first.get("id")),
+        hub=tags.get(HUB_TAG, first.get("hub")),
+        operation_type="convert" if first.get("convert") else "download",
         status=_STATUS.get(run.state_type, "queued") if run.state_type else "queued",
         created_at=run.created,
         started_at=run.start_time,
         finished_at=run.end_time,
+        start_time=run.created,
+        completion_time=run.end_time,
     )
     if details:
         await _add_details(client, run, job)

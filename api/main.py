@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
 from api.deps import require_api_key
 from api.routes import health, jobs, models, plugins
@@ -28,6 +28,9 @@ _STATUSES: list[tuple[type[Exception], int]] = [
     (errors.InvalidReferenceError, status.HTTP_400_BAD_REQUEST),
     (errors.UnknownPluginError, status.HTTP_400_BAD_REQUEST),
     (errors.PluginUnavailableError, status.HTTP_400_BAD_REQUEST),
+    # The hub answered, and it has no such thing: the client named it wrong, not a hub fault.
+    (errors.ModelNotFoundError, status.HTTP_404_NOT_FOUND),
+    (errors.RevisionNotFoundError, status.HTTP_404_NOT_FOUND),
     (errors.HubError, status.HTTP_502_BAD_GATEWAY),
     (errors.LockTimeout, status.HTTP_503_SERVICE_UNAVAILABLE),
     (errors.ServiceUnavailableError, status.HTTP_503_SERVICE_UNAVAILABLE),
@@ -77,6 +80,22 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ObjectNotFound)
     async def not_found(request: Request, exc: ObjectNotFound) -> JSONResponse:
         return JSONResponse({"detail": f"not found: {request.url.path}"}, status_code=404)
+
+    @app.exception_handler(PrefectHTTPStatusError)
+    async def prefect_error(request: Request, exc: PrefectHTTPStatusError) -> JSONResponse:
+        code = exc.response.status_code
+        logger.warning("the Prefect server answered %s: %s", code, exc)
+        if code < 500:
+            detail = f"the Prefect server refused the API's call ({code}): see the API's log."
+            return JSONResponse({"detail": detail}, status_code=502)
+        # Prefect on SQLite answers 503 while its database is locked, even after its client's
+        # own retries: the server is busy, not gone.
+        detail = (
+            f"the Prefect server answered {code} (busy: its database may be locked): try again "
+            "shortly; if it persists, see its log (Postgres serves many writers better than "
+            "SQLite)."
+        )
+        return JSONResponse({"detail": detail}, status_code=503)
 
     @app.exception_handler(httpx.TransportError)
     async def prefect_down(request: Request, exc: httpx.TransportError) -> JSONResponse:

@@ -1,7 +1,9 @@
-from fastapi import APIRouter, Query
-from prefect.exceptions import ObjectNotFound
+import errno
+
+from fastapi import APIRouter, HTTPException, Query, status
 
 from api import jobs
+from api.cached import latest_stored, stored_result
 from api.deps import PrefectDep, RegistryDep, StoreDep
 from api.requests import to_spec
 from api.schemas import (
@@ -12,10 +14,14 @@ from api.schemas import (
     ModelDownloadRequest,
     ModelPublic,
     ModelsResponse,
+    ResultPublic,
+    ResultsResponse,
 )
-from flows.pipeline import PipelineSpec
-from model_download.convert import choose_converter, find_conversion
-from model_download.errors import ModelDownloadError, ModelNotInStoreError
+from model_download.errors import (
+    InvalidReferenceError,
+    ModelNotInStoreError,
+    ServiceUnavailableError,
+)
 from model_download.listing import SearchPage
 from model_download.pull import remove_models
 from model_download.refs import HUB_ALIASES, parse_reference
@@ -36,32 +42,76 @@ async def download_models(
     """Start a job per model: download, and convert when asked. Answers before they finish."""
     if download_path is not None:
         check_export_path(download_path)
-    hubs = [p.name for p in registry.plugins("hub") if p.available]
-    specs = [to_spec(model, hubs) for model in request.models]
+    hubs = _hubs(registry)
+    specs = [to_spec(model, *hubs) for model in request.models]
+    origins = [jobs.Origin(model.name, model.hub) for model in request.models]
 
     # Everything already stored (and validated): record finished jobs, start no run.
-    stored = [_stored_result(spec, store, registry) for spec in specs]
+    stored = [stored_result(spec, store, registry) for spec in specs]
     done = all(s is not None for s in stored)
-    if done and download_path is not None:
-        for result in stored:
-            store.export(result, download_path)
-    # The jobs that made them answer for them; only results made otherwise get a new record.
-    ids = await jobs.finished_jobs(client, specs, download_path) if done else None
+    if not done:
+        ids = await jobs.create_jobs(
+            client,
+            specs,
+            origins,
+            parallel=request.parallel_downloads,
+            export_to=download_path,
+            done=False,
+        )
+        return DownloadResponse(
+            message=f"started {len(ids)} job(s)", job_ids=ids, status="processing"
+        )
+    # The jobs that made these results answer for them. Prefect is asked before anything is
+    # written, so a request it cannot record leaves the store as it was.
+    ids = await jobs.finished_jobs(client, specs, download_path)
     if ids is None:
+        await jobs.served_deployment(client)
+    if download_path is not None:
+        _export(store, [s for s in stored if s is not None], download_path)
+    if ids is None:
+        ids = await jobs.create_jobs(
+            client,
+            specs,
+            origins,
+            parallel=request.parallel_downloads,
+            export_to=download_path,
+            done=True,
+        )
+    return DownloadResponse(message="already in the store", job_ids=ids, status="completed")
+
+
+def _hubs(registry: Registry) -> tuple[list[str], dict[str, str]]:
+    """The hubs that run here, and those installed but unavailable, with the reason."""
+    found = registry.plugins("hub")
+    available = [p.name for p in found if p.available]
+    return available, {p.name: p.reason or "unknown reason" for p in found if not p.available}
+
+
+def _export(store: ModelStore, results: list[StoredModel], folder: str) -> None:
+    for result in results:
         try:
-            ids = await jobs.create_jobs(
-                client,
-                specs,
-                parallel=request.parallel_downloads,
-                export_to=download_path,
-                done=done,
-            )
-        except ObjectNotFound:
-            jobs.forget_deployment()  # served again under a new id since we looked it up
-            raise
-    if done:
-        return DownloadResponse(message="already in the store", job_ids=ids, status="completed")
-    return DownloadResponse(message=f"started {len(ids)} job(s)", job_ids=ids, status="processing")
+            store.export(result, folder)
+        except OSError as exc:
+            raise _export_error(exc, folder) from exc
+
+
+def _export_error(exc: OSError, folder: str) -> Exception:
+    # The path itself was checked; what remains is the file system's answer.
+    if exc.errno in (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ):
+        return InvalidReferenceError(
+            f"download_path {folder!r} is refused by the file system ({exc.strerror}): "
+            "use a shorter, plainer path."
+        )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return HTTPException(
+            status.HTTP_507_INSUFFICIENT_STORAGE,
+            detail=f"the store has no room to place results at {folder!r} ({exc.strerror}): "
+            "free space under MODELS_DIR and try again.",
+        )
+    return ServiceUnavailableError(
+        f"the store could not place results at {folder!r} ({exc.strerror or exc}): check that "
+        "MODELS_DIR is writable by the API."
+    )
 
 
 @router.post("/list")
@@ -87,11 +137,27 @@ async def jobs_of_model(
 
 
 @router.get("/results")
-async def results(client: PrefectDep, limit: int = Query(100, ge=1, le=1000)) -> JobsResponse:
-    """Completed jobs with where their files are."""
-    found = [j for j in await jobs.list_jobs(client, None, limit) if j.status == "completed"]
-    detailed = [await jobs.read_job(client, _uuid(j.id)) for j in found]
-    return JobsResponse(jobs=detailed, total=len(detailed))
+async def results(client: PrefectDep, limit: int = Query(100, ge=1, le=1000)) -> ResultsResponse:
+    """Completed jobs with where their files are (the reference's shape)."""
+    found = await jobs.list_jobs(client, None, limit, completed=True)
+    answers = []
+    for job in found:
+        result = job.result or {}
+        answers.append(
+            ResultPublic(
+                job_id=job.id,
+                model_name=job.model_name,
+                hub=job.hub,
+                operation_type=job.operation_type,
+                model_path=result.get("ovms")
+                or result.get("exported")
+                or result.get("converted")
+                or result.get("stored"),
+                is_ovms=bool(result.get("ovms")),
+                completion_time=job.completion_time,
+            )
+        )
+    return ResultsResponse(results=answers, total=len(answers))
 
 
 @router.get("")
@@ -104,7 +170,7 @@ def list_models(store: StoreDep) -> ModelsResponse:
 @router.get("/{model_id:path}")
 def read_model(model_id: str, store: StoreDep) -> ModelPublic:
     """A stored model with its manifest: files, source, conversion and validation report."""
-    return _public(_find(store, model_id)[0], details=True)
+    return _public(_find(store, model_id), details=True)
 
 
 @router.delete("/{model_id:path}")
@@ -115,30 +181,10 @@ def delete_model(model_id: str, store: StoreDep, registry: RegistryDep) -> Model
     return ModelsResponse(models=[_public(m, details=False) for m in removed], total=len(removed))
 
 
-def _stored_result(spec: PipelineSpec, store: ModelStore, registry: Registry) -> StoredModel | None:
-    """The stored result this request asks for, if it is there, validated where asked."""
-    reference = registry.hub(spec.hub).validate(spec.reference())
-    found = store.find(reference.hub, reference.id, reference.revision)
-    if not found:
-        return None
-    if spec.convert is None:
-        return found[0]
-    if spec.ovms is not None:
-        return None  # the servable folder is laid out by a run
-    try:
-        converter = choose_converter(registry, found[0].manifest, spec.convert)
-    except ModelDownloadError:
-        return None
-    converted = find_conversion(found[0], converter, spec.convert, store)
-    record = converted.manifest.extra.get("validation", {}) if converted else {}
-    ok = record.get("passed") and record.get("device") == spec.convert.device
-    return converted if ok else None
-
-
-def _find(store: ModelStore, model_id: str) -> list[StoredModel]:
+def _find(store: ModelStore, model_id: str) -> StoredModel:
     ref = parse_reference(model_id)
-    found = store.find(ref.hub, ref.id, ref.revision)
-    if not found:
+    found = latest_stored(store, ref.hub, ref.id, ref.revision)
+    if found is None:
         raise ModelNotInStoreError(f"no stored model {model_id!r}: see GET /models.")
     return found
 
@@ -159,9 +205,3 @@ def _public(stored: StoredModel, details: bool) -> ModelPublic:
         else None,
         extra=man.extra if details else None,
     )
-
-
-def _uuid(text: str):
-    from uuid import UUID
-
-    return UUID(text)

@@ -52,16 +52,26 @@ class Service:
                 time.sleep(0.5)
 
 
-def _wait_http(url: str, timeout: float = 120) -> None:
+def _wait_http(url: str, timeout: float = 120, ready=lambda response: True) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200 and ready(response):
                 return
         except httpx.TransportError:
             pass
         assert time.monotonic() < deadline, f"{url} did not come up"
         time.sleep(0.3)
+
+
+def wait_deployment(prefect: str, status: str = "READY", timeout: float = 120) -> None:
+    """Until the pipeline deployment's status is ``status`` (READY once a runner polls it)."""
+    _wait_http(
+        f"{prefect}/deployments/name/pipeline/pipeline",
+        timeout,
+        lambda response: response.json().get("status") == status,
+    )
 
 
 def start_api(env: dict[str, str], port: int) -> subprocess.Popen:
@@ -99,7 +109,7 @@ def run_service(root: Path, hub: FakeHub, **env: str) -> Iterator[Service]:
     try:
         _wait_http(f"http://127.0.0.1:{api_port}/api/v1/health")
         prefect = f"http://127.0.0.1:{prefect_port}/api"
-        _wait_http(f"{prefect}/deployments/name/pipeline/pipeline")
+        wait_deployment(prefect)  # the API refuses jobs until the runner polls
         full = {**full, "PREFECT_API_URL": prefect, "PREFECT_HOME": str(root / "prefect")}
         yield Service(
             hub,

@@ -6,12 +6,14 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.service import API_KEY, Service, free_port, run_service, start_api
+from tests.deployments.rest import call
 from tests.servers.hf_hub import FakeHub
 
 HF_SECRET = "hf_private_token_value_1234567890"
@@ -104,26 +106,83 @@ def test_a_stored_request_answers_at_once_without_a_run(service: Service) -> Non
     assert elapsed < 2 and service.hub.requests == []
     assert service.wait_job(again.json()["job_ids"][0], timeout=5)["status"] == "completed"
 
+    # Stored already, so nothing but the export would touch the disk: the path is refused first.
+    with service.client() as client:
+        for bad in ("team\x00a", "t" * 300):
+            refused = client.post("/models/download", params={"download_path": bad}, json=body)
+            assert refused.status_code == 400 and "download_path" in refused.text, refused.text
+        placed = client.post("/models/download", params={"download_path": "team-ok"}, json=body)
+    assert placed.json()["status"] == "completed"
+    assert (service.models / "team-ok" / "huggingface" / "org/cached" / "config.json").is_file()
+
+    # A request Prefect cannot record (its server is down) writes nothing.
+    port = free_port()
+    env = {**service.env, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
+    api = start_api(env, port)
+    try:
+        down = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/models/download",
+            params={"download_path": "team-down"},
+            json=body,
+            headers={"X-API-Key": API_KEY},
+            timeout=60,
+        )
+    finally:
+        api.terminate()
+        api.wait(timeout=20)
+    assert down.status_code == 503, down.text
+    assert not (service.models / "team-down").exists()
+
+
+def _task_times(service: Service, job_id: str) -> tuple[float, float]:
+    """When the job's work ran: from its first task run's start to its last one's end."""
+    # Task runs reach Prefect's database through its event stream: a moment after the flow.
+    deadline, seen = time.monotonic() + 30, None
+    while True:
+        runs = httpx.post(
+            f"{service.prefect}/task_runs/filter",
+            json={"flow_runs": {"id": {"any_": [job_id]}}},
+            timeout=30,
+        ).json()
+        ended = [t for t in runs if t["end_time"]]
+        if runs and len(ended) == len(runs) and len(runs) == seen:  # all ended, and no more
+            starts = [_epoch(t["start_time"]) for t in runs if t["start_time"]]
+            return min(starts), max(_epoch(t["end_time"]) for t in runs)
+        seen = len(runs)
+        assert time.monotonic() < deadline, runs
+        time.sleep(1)
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
 
 def test_parallel_downloads_run_together_and_in_turn_otherwise(service: Service) -> None:
-    for name in ("org/p1", "org/p2"):
+    for name in ("org/p1", "org/p2", "org/s1", "org/s2"):
         service.hub.commit(name, _files(name))
-    models = [{"name": "org/p1", "hub": "huggingface"}, {"name": "org/p2", "hub": "huggingface"}]
-    with service.client() as client:
-        parallel = client.post(
-            "/models/download", json={"models": models, "parallel_downloads": True}
-        ).json()
-    jobs = [service.wait_job(job_id) for job_id in parallel["job_ids"]]
-    assert [j["status"] for j in jobs] == ["completed", "completed"]
+    # Each model's download stalls (then resumes) for 3 s: runs that overlap ran together.
+    service.hub.stall("model.safetensors", after_bytes=1000, seconds=3, times=4)
+    try:
+        models = [{"name": n, "hub": "huggingface"} for n in ("org/p1", "org/p2")]
+        with service.client() as client:
+            parallel = client.post(
+                "/models/download", json={"models": models, "parallel_downloads": True}
+            ).json()
+        jobs = [service.wait_job(job_id) for job_id in parallel["job_ids"]]
+        assert [j["status"] for j in jobs] == ["completed", "completed"]
+        (start1, end1), (start2, end2) = (_task_times(service, j) for j in parallel["job_ids"])
+        assert max(start1, start2) < min(end1, end2), "the parallel jobs did not overlap"
 
-    for name in ("org/s1", "org/s2"):
-        service.hub.commit(name, _files(name))
-    models = [{"name": "org/s1", "hub": "huggingface"}, {"name": "org/s2", "hub": "huggingface"}]
-    service.hub.clear_log()
-    with service.client() as client:
-        serial = client.post("/models/download", json={"models": models}).json()
-    first, second = (service.wait_job(job_id) for job_id in serial["job_ids"])
+        models = [{"name": n, "hub": "huggingface"} for n in ("org/s1", "org/s2")]
+        service.hub.clear_log()
+        with service.client() as client:
+            serial = client.post("/models/download", json={"models": models}).json()
+        first, second = (service.wait_job(job_id) for job_id in serial["job_ids"])
+    finally:
+        service.hub.clear_faults()
     assert first["status"] == second["status"] == "completed"
+    (_, end1), (start2, _) = (_task_times(service, j) for j in serial["job_ids"])
+    assert start2 >= end1, "the second job started before the first had finished"
     order = [r.repo_id for r in service.hub.file_requests()]
     assert order == sorted(order)  # every file of org/s1 came before any of org/s2
 
@@ -167,6 +226,9 @@ def test_job_status_survives_a_restart_of_the_api(service: Service) -> None:
 
 def test_a_token_used_for_a_private_repo_is_stored_nowhere(service: Service) -> None:
     service.hub.commit("org/private", _files("private"), private=True)
+    # The service's token does not open this one: the hub refuses it, the job fails.
+    service.hub.add_token("hf_another_token_0987654321", grants=["org/closed"])
+    service.hub.commit("org/closed", _files("closed"), private=True)
     with service.client() as client:
         answer = client.post(
             "/models/download", json={"models": [{"name": "org/private", "hub": "huggingface"}]}
@@ -174,6 +236,13 @@ def test_a_token_used_for_a_private_repo_is_stored_nowhere(service: Service) -> 
         job = service.wait_job(answer.json()["job_ids"][0])
         assert job["status"] == "completed", job
         assert HF_SECRET not in client.get(f"/jobs/{job['id']}").text
+        refused = client.post(
+            "/models/download", json={"models": [{"name": "org/closed", "hub": "huggingface"}]}
+        )
+        failed = service.wait_job(refused.json()["job_ids"][0])
+        assert failed["status"] == "failed" and failed["error"], failed
+        for text in (client.get(f"/jobs/{failed['id']}").text, client.get("/jobs").text):
+            assert HF_SECRET not in text
     for path in service.prefect_home.rglob("*"):
         if path.is_file():
             assert HF_SECRET.encode() not in path.read_bytes(), f"token found in {path}"
@@ -249,15 +318,21 @@ def test_a_prefect_server_that_is_down_gives_503(service: Service) -> None:
     port = free_port()
     env = {**service.env, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
     api = start_api(env, port)
+    base, headers = f"http://127.0.0.1:{port}/api/v1", {"X-API-Key": API_KEY}
     try:
-        response = httpx.get(
-            f"http://127.0.0.1:{port}/api/v1/jobs", headers={"X-API-Key": API_KEY}, timeout=60
+        listed = httpx.get(f"{base}/jobs", headers=headers, timeout=60)
+        posted = httpx.post(
+            f"{base}/models/download",
+            json={"models": [{"name": "org/never-stored", "hub": "huggingface"}]},
+            headers=headers,
+            timeout=60,
         )
     finally:
         api.terminate()
         api.wait(timeout=20)
-    assert response.status_code == 503
-    assert "Prefect server is unreachable" in response.text
+    for response in (listed, posted):
+        assert response.status_code == 503, response.text
+        assert "Prefect server is unreachable" in response.text
 
 
 def test_is_ovms_gives_a_model_server_ready_folder(service: Service, tmp_path: Path) -> None:
@@ -322,7 +397,7 @@ def test_an_openvino_ir_model_is_validated_without_conversion(
             {
                 "name": "tiny-ir-ov",
                 "hub": "openvino",
-                "config": {"precision": "int8", "device": "CPU"},
+                "config": {"device": "CPU"},
             }
         ]
     }
@@ -332,3 +407,95 @@ def test_an_openvino_ir_model_is_validated_without_conversion(
     assert job["status"] == "completed", job
     assert job["result"]["converted"] == job["result"]["stored"]  # used as published
     assert job["result"]["validated"] is True
+
+
+def test_jobs_of_a_model_are_found_past_the_limit_and_newest_first(service: Service) -> None:
+    service.hub.commit("org/older", _files("older"))
+    service.hub.commit("org/newer", _files("newer"))
+    with service.client() as client:
+        old = client.post("/models/download", json={"models": [{"name": "org/older", "hub": "hf"}]})
+        assert old.status_code == 400  # "hf" is the CLI's short name, not a v1 hub
+        older = client.post(
+            "/models/download", json={"models": [{"name": "org/older", "hub": "huggingface"}]}
+        ).json()["job_ids"][0]
+        service.wait_job(older)
+        newer = client.post(
+            "/models/download", json={"models": [{"name": "org/newer", "hub": "huggingface"}]}
+        ).json()["job_ids"][0]
+        service.wait_job(newer)
+        # The filter runs in Prefect, before the limit: the older job is still found.
+        found = client.get("/models/jobs", params={"model_name": "org/older", "limit": 1}).json()
+        assert [j["id"] for j in found["jobs"]] == [older]
+        assert found["jobs"][0]["hub"] == "huggingface"
+
+        # A queued run (not started, so without a start time) is the newest job, listed first.
+        # Through Prefect's REST API as the UI does (retrying while SQLite is locked).
+        deployment = call(f"{service.prefect}/deployments/name/pipeline/pipeline")
+        later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        queued = call(
+            f"{service.prefect}/deployments/{deployment['id']}/create_flow_run",
+            {
+                "parameters": {"models": [{"id": "org/queued", "convert": None}]},
+                "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}},
+            },
+        )["id"]
+        try:
+            listed = client.get("/jobs", params={"limit": 3}).json()["jobs"]
+        finally:
+            client.post(f"/jobs/{queued}/cancel")
+    assert [j["id"] for j in listed][:2] == [queued, newer], listed
+    assert listed[0]["status"] == "queued"
+
+
+def test_results_in_the_references_shape(service: Service) -> None:
+    service.hub.commit("org/result", _files("result"))
+    with service.client() as client:
+        job_id = client.post(
+            "/models/download", json={"models": [{"name": "org/result", "hub": "huggingface"}]}
+        ).json()["job_ids"][0]
+        job = service.wait_job(job_id)
+        results = client.get("/models/results").json()
+    assert set(results) == {"results", "total"} and results["total"] == len(results["results"])
+    mine = next(r for r in results["results"] if r["job_id"] == job_id)
+    assert mine == {
+        "job_id": job_id,
+        "model_name": "org/result",
+        "hub": "huggingface",
+        "operation_type": "download",
+        "status": "success",
+        "model_path": job["result"]["stored"],
+        "is_ovms": False,
+        "completion_time": job["completion_time"],
+    }
+
+
+def test_is_ovms_serves_a_model_published_in_ir(service: Service, tmp_path: Path) -> None:
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    x = ops.parameter([1, 4], ov.Type.f32, name="x")
+    ov.save_model(ov.Model([ops.relu(x)], [x], "tiny"), tmp_path / "openvino_model.xml")
+    service.hub.commit(
+        "OpenVINO/tiny-embed-ov",
+        {name: tmp_path / name for name in ("openvino_model.xml", "openvino_model.bin")},
+    )
+    body = {
+        "models": [
+            {
+                "name": "tiny-embed-ov",
+                "hub": "openvino",
+                "type": "embeddings",
+                "is_ovms": True,
+                "config": {"openvino_config": {"num_streams": 2}},
+            }
+        ]
+    }
+    with service.client() as client:
+        answer = client.post("/models/download", json=body)
+    assert answer.status_code == 200, answer.text
+    job = service.wait_job(answer.json()["job_ids"][0])
+    assert job["status"] == "completed", job
+    servable = Path(job["result"]["ovms"])
+    graph = (servable / "graph.pbtxt").read_text()
+    assert "EmbeddingsCalculatorOV" in graph and '"NUM_STREAMS": "2"' in graph
+    assert (servable / "openvino_model.xml").is_file()

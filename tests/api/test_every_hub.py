@@ -49,7 +49,8 @@ def service(
 def test_one_parallel_request_of_every_hub_completes(service: Service, dataset: Path) -> None:  # noqa: F811
     models = [
         {"name": "tiny/plain", "hub": "huggingface"},
-        {"name": "tiny-ir-ov", "hub": "openvino", "config": {"precision": "fp16", "device": "CPU"}},
+        # Published in IR at its own precision: validated on the device, not converted.
+        {"name": "tiny-ir-ov", "hub": "openvino", "config": {"device": "CPU"}},
         {"name": "tiny:latest", "hub": "ollama"},
         {
             "name": "yolov8n",
@@ -70,6 +71,14 @@ def test_one_parallel_request_of_every_hub_completes(service: Service, dataset: 
         assert answer.status_code == 200, answer.text
         jobs = [service.wait_job(job_id, timeout=400) for job_id in answer.json()["job_ids"]]
         stored = client.get("/models").json()["models"]
+        # Each job is found by the name the request gave, whatever the spec made of it.
+        by_name = {
+            model["name"]: client.get("/models/jobs", params={"model_name": model["name"]}).json()[
+                "jobs"
+            ]
+            for model in models
+        }
+        results = {r["job_id"]: r for r in client.get("/models/results").json()["results"]}
 
     assert [job["status"] for job in jobs] == ["completed"] * 5, [job["error"] for job in jobs]
     assert [job["hub"] for job in jobs] == [
@@ -79,6 +88,11 @@ def test_one_parallel_request_of_every_hub_completes(service: Service, dataset: 
         "ultralytics",
         "geti",
     ]
+    for model, job in zip(models, jobs, strict=True):
+        assert [j["id"] for j in by_name[model["name"]]] == [job["id"]], model["name"]
+        assert by_name[model["name"]][0]["hub"] == model["hub"]
+        assert results[job["id"]]["hub"] == model["hub"]
+        assert results[job["id"]]["model_name"] == model["name"]
     results = [job["result"] for job in jobs]
     assert [r.get("validated") for r in results] == [None, True, None, True, True]
     assert all(Path(r["stored"]).is_dir() for r in results)

@@ -35,6 +35,29 @@ def test_services_volumes_and_health_checks() -> None:
     assert "replicas" not in str(services["worker"]) and "container_name" not in services["worker"]
 
 
+def test_ports_are_published_on_loopback_unless_opened() -> None:
+    services = load()["services"]
+    for name in ("prefect-server", "api", "ollama"):
+        for port in services[name]["ports"]:
+            # "${VAR:-127.0.0.1}:host:container", or a literal loopback address.
+            address = port.rsplit(":", 2)[0]
+            default = address.removeprefix("${").removesuffix("}").partition(":-")[2] or address
+            assert default == "127.0.0.1", (name, port)
+    assert "MODEL_DOWNLOAD_API_KEY" in services["api"]["environment"]
+
+
+def test_restart_policies_and_ollama_sharing_the_stores_folder() -> None:
+    from plugins.hubs.ollama import SHARED_DIR
+
+    services = load()["services"]
+    for name, service in services.items():
+        assert service.get("restart") == "unless-stopped", name
+    # The server reads the folder the store links every Ollama model into.
+    assert services["ollama"]["environment"]["OLLAMA_MODELS"] == f"/models/{SHARED_DIR}"
+    for name in ("api", "worker"):
+        assert "OLLAMA_HOST" in services[name]["environment"]
+
+
 def worker_steps() -> list[list[str]]:
     """The worker's shell command, split into its steps."""
     script = load()["services"]["worker"]["command"][-1]

@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 from model_download.store.store import ModelStore
 from tests.conftest import REPO_ROOT, cli_env
 from tests.deployments.rest import call, free_port
@@ -36,6 +38,10 @@ def test_two_workers_run_four_pipelines_into_one_store(tmp_path: Path) -> None:
             MODELS_DIR=str(models_dir),
             HF_ENDPOINT=hub.url,
             MODEL_DOWNLOAD_PROJECT_DIR=str(REPO_ROOT),
+            # prefect.yaml's recheck deployment takes its cron from here at deploy time, and
+            # its models when it runs.
+            MODEL_DOWNLOAD_RECHECK_MODELS='["hf:org/a@main"]',
+            MODEL_DOWNLOAD_RECHECK_CRON="*/30 * * * *",
         )
         # The commands docker-compose.yml gives its services, on loopback instead of a network.
         services = load_compose()["services"]
@@ -78,6 +84,13 @@ def test_two_workers_run_four_pipelines_into_one_store(tmp_path: Path) -> None:
                 for _ in range(4)
             ]
             states = [_final_state(api, run) for run in runs]
+
+            recheck = call(f"{api}/deployments/name/recheck/recheck")
+            schedule = recheck["schedules"][0]
+            assert schedule["schedule"]["cron"] == "*/30 * * * *" and schedule["active"]
+            assert recheck["work_pool_name"] == "model-download"
+            checked = call(f"{api}/deployments/{recheck['id']}/create_flow_run", {})["id"]
+            recheck_state = _final_state(api, checked)
         finally:
             for process in reversed(started):
                 process.terminate()
@@ -85,6 +98,7 @@ def test_two_workers_run_four_pipelines_into_one_store(tmp_path: Path) -> None:
                 process.wait(timeout=60)
 
         assert states == ["COMPLETED"] * 4
+        assert recheck_state == "COMPLETED"  # it read org/a from the worker's environment
         by_worker = [len(_ran(log) & set(runs)) for log in logs]
         assert sum(by_worker) == 4 and min(by_worker) >= 1, by_worker  # both workers worked
         for name, content in files.items():
@@ -94,6 +108,38 @@ def test_two_workers_run_four_pipelines_into_one_store(tmp_path: Path) -> None:
         store = ModelStore(models_dir)
         assert sorted(m.manifest.id for m in store.list()) == ["org/a", "org/b"]
         assert all(store.verify(m) == [] for m in store.list())
+
+
+def test_prefect_yaml_declares_every_deployment_for_the_pool() -> None:
+    config = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+    by_name = {d["name"]: d for d in config["deployments"]}
+    assert set(by_name) == {"download-models", "pipeline", "recheck"}
+    assert all(d["work_pool"]["name"] == "model-download" for d in by_name.values())
+    recheck = by_name["recheck"]
+    assert recheck["entrypoint"] == "deployments/recheck.py:recheck"
+    assert "recheck-cron.stdout" in recheck["schedules"][0]["cron"]
+    # The build step answers from the settings: the default cron, and no models to re-check.
+    env = cli_env(MODEL_DOWNLOAD_RECHECK_CRON="5 4 * * *")
+    env.pop("MODEL_DOWNLOAD_RECHECK_MODELS", None)
+    for arg, answer in (("cron", "5 4 * * *"), ("active", "false")):
+        done = subprocess.run(
+            [sys.executable, "-m", "deployments.recheck", arg],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, answer), done.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "deployments.recheck", "cron"],
+        env={**env, "MODEL_DOWNLOAD_RECHECK_MODELS": '["org/no-hub"]'},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1 and "MODEL_DOWNLOAD_RECHECK_MODELS has a bad entry" in bad.stderr
 
 
 def _ran(log: Path) -> set[str]:

@@ -1,0 +1,1 @@
+"""Parts of benchmarks/api_latency.py: the service, the measurements and the report."""
