@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import typer
@@ -13,12 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from model_download.cli_convert import convert_options, local_dataset, parse_shapes
+from model_download.cli_ollama import app as ollama_app
 from model_download.cli_options import (
     DatasetOpt,
     DeviceOpt,
     ExcludeOpt,
     GroupSizeOpt,
     IncludeOpt,
+    MinCosineOpt,
     PrecisionOpt,
     QuietOpt,
     RatioOpt,
@@ -31,7 +32,7 @@ from model_download.cli_options import (
 from model_download.errors import ModelDownloadError
 from model_download.refs import ModelReference, parse_reference
 from model_download.runtime import get_registry, get_settings, get_store
-from model_download.store.store import StoredModel
+from model_download.store.store import CorruptModel, StoredModel
 
 app = typer.Typer(
     help="Fetch AI models from model hubs into one verified, deduplicated store.\n\n"
@@ -43,6 +44,7 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+app.add_typer(ollama_app, name="ollama")
 
 ModelsArg = Annotated[list[str], typer.Argument(help="Models as hub:id\\[@revision].")]
 ModelArg = Annotated[str, typer.Argument(help="A model as hub:id\\[@revision].")]
@@ -91,6 +93,7 @@ def pull(
     sym: SymOpt = None,
     dataset: DatasetOpt = None,
     shape: ShapeOpt = None,
+    min_cosine: MinCosineOpt = None,
     trust_remote_code: TrustRemoteCodeOpt = False,
 ) -> None:
     """Download models into the store, and convert them with --to; repeats cost nothing."""
@@ -115,13 +118,18 @@ def pull(
             calibration_data=local_dataset(dataset),
             trust_remote_code=trust_remote_code,
             static_shapes=parse_shapes(shape),
+            min_cosine=min_cosine,
         )
     except ModelDownloadError as exc:
         raise _fail(str(exc)) from exc
 
-    progress = RichProgress(err, enabled=not quiet)
-    with progress, ThreadPoolExecutor(get_settings().download_concurrency) as pool:
-        results = list(pool.map(lambda r: _pull_one(r, progress), references))
+    from model_download.cli_pull import pull_all
+
+    try:
+        results = pull_all(references, RichProgress(err, enabled=not quiet))
+    except KeyboardInterrupt:
+        _fail("interrupted: the partial files are kept, and the next pull resumes them.")
+        raise typer.Exit(130) from None
 
     if options is not None:
         from model_download.cli_convert import convert_and_validate
@@ -131,6 +139,11 @@ def pull(
             for r in results
         ]
 
+    _print_results(references, results)
+
+
+def _print_results(references: list[ModelReference], results: list[StoredModel | str]) -> None:
+    """Where each model was stored, or why it failed; a failure makes the exit status 1."""
     failures = 0
     for reference, result in zip(references, results, strict=True):
         if isinstance(result, StoredModel):
@@ -142,26 +155,15 @@ def pull(
         raise typer.Exit(1)
 
 
-def _pull_one(reference: ModelReference, progress) -> StoredModel | str:
-    from model_download.pull import download_resolved, resolve_reference
-
-    try:
-        resolved = resolve_reference(reference, get_registry())
-        return download_resolved(
-            resolved,
-            store=get_store(),
-            registry=get_registry(),
-            progress=progress,
-            file_concurrency=get_settings().file_concurrency,
-        )
-    except ModelDownloadError as exc:
-        return str(exc)
-
-
 @app.command("list")
 def list_models(as_json: JsonOpt = False) -> None:
-    """List the models in the store."""
-    models = get_store().list()
+    """List the models in the store (and any corrupt one, with what to do about it)."""
+    try:
+        models, broken = get_store().list(), get_store().corrupt()
+    except ModelDownloadError as exc:
+        raise _fail(str(exc)) from exc
+    for bad in broken:
+        err.print(f"[red]corrupt:[/red] {bad.message}", highlight=False, soft_wrap=True)
     if as_json:
         out.print_json(json.dumps([_summary(m) for m in models]))
         return
@@ -181,7 +183,8 @@ def list_models(as_json: JsonOpt = False) -> None:
 @app.command()
 def show(model: ModelArg, as_json: JsonOpt = False) -> None:
     """Show a stored model: where it is, its revision and its files."""
-    for stored in _stored(model):
+    _, found, broken = _lookup(model)
+    for stored in found:
         if as_json:
             out.print_json(
                 json.dumps({"path": str(stored.path), **stored.manifest.model_dump(mode="json")})
@@ -193,6 +196,8 @@ def show(model: ModelArg, as_json: JsonOpt = False) -> None:
         out.print(f"requested  {', '.join(man.requested_revisions) or '-'}")
         out.print(f"format     {man.format or '-'}")
         out.print(f"stored at  {man.created_at:%Y-%m-%d %H:%M:%S %Z}")
+        if man.updated_at:
+            out.print(f"updated at {man.updated_at:%Y-%m-%d %H:%M:%S %Z}")
         out.print(f"tools      {', '.join(f'{k} {v}' for k, v in man.tools.items())}")
         table = Table("file", "size", "sha256", box=None)
         for f in man.files:
@@ -203,19 +208,26 @@ def show(model: ModelArg, as_json: JsonOpt = False) -> None:
 
         print_validation(stored, out)
         print_conversions(stored, out)
+    if broken:
+        raise typer.Exit(1)
 
 
 @app.command()
 def verify(model: ModelArg) -> None:
-    """Re-hash a stored model's files against its manifest."""
-    bad = 0
-    for stored in _stored(model):
+    """Re-hash a stored model's files against its manifest; report files it does not list."""
+    _, found, broken = _lookup(model)
+    bad = len(broken)
+    for stored in found:
         problems = get_store().verify(stored)
         if problems:
             bad += 1
             err.print(f"[red]{stored.name}: {len(problems)} problem(s)[/red]", highlight=False)
             for problem in problems:
                 err.print(f"  {problem}", highlight=False)
+            err.print(
+                f"  to repair: model-download rm --yes {stored.name}, then pull it again",
+                highlight=False,
+            )
         else:
             out.print(f"{stored.name}: ok ({len(stored.manifest.files)} files)", highlight=False)
     if bad:
@@ -228,11 +240,10 @@ def rm(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove a model (one revision, or all without @revision) from the store."""
-    stored = _stored(model)
+    reference, stored, broken = _lookup(model)
     if not yes:
-        names = ", ".join(s.name for s in stored)
+        names = ", ".join([*(s.name for s in stored), *(f"{b.name} (corrupt)" for b in broken)])
         typer.confirm(f"Remove {names}?", abort=True)
-    reference = parse_reference(model)
     try:
         from model_download.pull import remove_models
 
@@ -243,19 +254,24 @@ def rm(
         raise _fail(str(exc)) from exc
     for s in removed:
         out.print(f"removed {s.name}", highlight=False)
+    for b in broken:
+        out.print(f"removed {b.name} (corrupt)", highlight=False)
 
 
 @app.command()
 def search(
     hub: Annotated[str, typer.Argument(help="The hub to search: hf, openvino, ...")],
-    query: Annotated[str | None, typer.Argument(help="Words the model id contains.")] = None,
+    query: Annotated[
+        str | None,
+        typer.Argument(help="Words the model id contains; for ollama, the model to list tags of."),
+    ] = None,
     author: Annotated[str | None, typer.Option(help="Only this user's or organisation's.")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Only models with this tag.")] = None,
     page: Annotated[int, typer.Option(min=1, help="Which page.")] = 1,
     page_size: Annotated[int, typer.Option(min=1, max=500, help="Models a page.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
-    """List what a hub offers (a search, one page at a time)."""
+    """List what a hub offers (a search, one page at a time), as references for pull."""
     from model_download.refs import HUB_ALIASES
 
     try:
@@ -269,10 +285,15 @@ def search(
     if as_json:
         out.print_json(found.model_dump_json())
         return
-    table = Table("model", "updated", "downloads", box=None)
+    table = Table(box=None)
+    # Folded, never cut: each row is a reference to paste into pull, its tag or commit included.
+    table.add_column("model", overflow="fold")
+    table.add_column("updated")
+    table.add_column("downloads")
     for model in found.models:
         updated = f"{model.updated:%Y-%m-%d}" if model.updated else "-"
-        table.add_row(f"{found.hub}:{model.id}", updated, str(model.downloads or "-"))
+        at = f"@{model.revision}" if model.revision else ""
+        table.add_row(f"{found.hub}:{model.id}{at}", updated, str(model.downloads or "-"))
     out.print(table if found.models else "no models found")
     if found.has_more:
         out.print(f"more on page {page + 1} (--page {page + 1})")
@@ -311,8 +332,16 @@ def plugins(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address of the Prefect server and UI.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the Prefect server and UI.")] = 4200,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address of the Prefect server and UI (MODEL_DOWNLOAD_PREFECT_HOST, 127.0.0.1)."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port of the Prefect server and UI (MODEL_DOWNLOAD_PREFECT_PORT, 4200)."),
+    ] = None,
     api: Annotated[
         bool,
         typer.Option(
@@ -326,12 +355,19 @@ def serve(
     run(host=host, port=port, api=api)
 
 
-def _stored(model: str) -> list[StoredModel]:
+def _lookup(model: str) -> tuple[ModelReference, list[StoredModel], list[CorruptModel]]:
+    """The stored revisions ``model`` names, and its corrupt ones (reported here, in red)."""
     try:
         reference = parse_reference(model)
-        return get_store().require(reference.hub, reference.id, reference.revision)
+        store = get_store()
+        broken = store.corrupt(reference.hub, reference.id, reference.revision)
+        where = (reference.hub, reference.id, reference.revision)
+        found = store.find(*where) if broken else store.require(*where)
     except ModelDownloadError as exc:
         raise _fail(str(exc)) from exc
+    for bad in broken:
+        err.print(f"[red]error:[/red] {bad.message}", highlight=False, soft_wrap=True)
+    return reference, found, broken
 
 
 def _summary(stored: StoredModel) -> dict:

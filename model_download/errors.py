@@ -24,6 +24,7 @@ and what the user can do about it.
     ├── IntegrityError (OSError)                content does not match its expected hash
     ├── StoreError (OSError)
     │   └── ModelNotInStoreError (LookupError)
+    ├── DownloadCancelled (RuntimeError)        stopped: a sibling file failed, or Ctrl-C
     ├── LockTimeout (TimeoutError)              another process held a model's lock too long
     └── ServiceUnavailableError (ConnectionError)  a part of the service is not running
 """
@@ -114,6 +115,13 @@ class StoreError(ModelDownloadError, OSError):
 
 class ModelNotInStoreError(StoreError, LookupError):
     """The store holds no model matching the request."""
+
+
+class DownloadCancelled(ModelDownloadError, RuntimeError):
+    """A transfer was stopped on purpose: another file of the model failed, or the user quit.
+
+    Its partial file is kept, so the next pull resumes it.
+    """
 
 
 class LockTimeout(ModelDownloadError, TimeoutError):

@@ -44,10 +44,10 @@ node: {{
   node_options: {{
     [type.googleapis.com / mediapipe.LLMCalculatorOptions]: {{
       models_path: "./",
-      plugin_config: '{{}}',
-      enable_prefix_caching: false,
+      plugin_config: '{plugin_config}',
+      enable_prefix_caching: {enable_prefix_caching},
       cache_size: {cache_size},
-      max_num_seqs: 256,
+      max_num_seqs: {max_num_seqs},{extra}
       device: "{device}",
     }}
   }}
@@ -75,7 +75,7 @@ node {{
   node_options: {{
     [type.googleapis.com / mediapipe.EmbeddingsCalculatorOVOptions]: {{
       models_path: "./",
-      normalize_embeddings: true,
+      normalize_embeddings: {normalize},{extra}
       target_device: "{device}",
     }}
   }}
@@ -84,14 +84,26 @@ node {{
 
 
 class ServableOptions(BaseModel):
-    """How to serve a converted model with OpenVINO Model Server."""
+    """How to serve a model with OpenVINO Model Server, and the graph options it is served with."""
 
     name: str = Field(min_length=1, description="Servable name clients ask for, e.g. org/name.")
     cache_size: int = Field(10, ge=1, description="KV cache for text generation, in GB.")
     repository: str = Field(REPOSITORY, description="Repository folder, relative to the store.")
+    task: str | None = Field(
+        None,
+        description="What it serves when the model records no conversion task (IR as "
+        "published): text-generation-with-past or feature-extraction.",
+    )
+    enable_prefix_caching: bool = Field(False, description="Text generation: reuse prompts.")
+    max_num_seqs: int = Field(256, ge=1, description="Text generation: sequences at once.")
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="Tokens per step.")
+    dynamic_split_fuse: bool | None = Field(None, description="Split long prompts.")
+    kv_cache_precision: str | None = Field(None, description="KV cache precision, e.g. u8.")
+    num_streams: int | None = Field(None, ge=1, description="Embeddings: inference streams.")
+    normalize: bool = Field(True, description="Embeddings: L2-normalize the vectors.")
 
 
-def graph(task: str, device: str, cache_size: int) -> str:
+def graph(task: str, device: str, cache_size: int, options: ServableOptions | None = None) -> str:
     """The ``graph.pbtxt`` that serves a model of ``task`` on ``device``."""
     kind = _KINDS.get(task)
     if kind is None:
@@ -99,9 +111,33 @@ def graph(task: str, device: str, cache_size: int) -> str:
             f"OpenVINO Model Server servables are made for text generation (type llm) and "
             f"embeddings (type embeddings), not for task {task!r}."
         )
-    if kind == "text_generation":
-        return _TEXT_GENERATION.format(cache_size=cache_size, device=device)
-    return _EMBEDDINGS.format(device=device)
+    opts = options or ServableOptions(name="-", cache_size=cache_size)
+    plugin_config: dict[str, str] = {}
+    if kind == "embeddings":
+        streams = ""
+        if opts.num_streams is not None:
+            config = json.dumps({"NUM_STREAMS": str(opts.num_streams)})
+            streams = f"\n      plugin_config: '{config}',"
+        return _EMBEDDINGS.format(device=device, normalize=_bool(opts.normalize), extra=streams)
+    if opts.kv_cache_precision:
+        plugin_config["KV_CACHE_PRECISION"] = opts.kv_cache_precision
+    extra = ""
+    if opts.max_num_batched_tokens is not None:
+        extra += f"\n      max_num_batched_tokens: {opts.max_num_batched_tokens},"
+    if opts.dynamic_split_fuse is not None:
+        extra += f"\n      dynamic_split_fuse: {_bool(opts.dynamic_split_fuse)},"
+    return _TEXT_GENERATION.format(
+        cache_size=cache_size,
+        device=device,
+        plugin_config=json.dumps(plugin_config),
+        enable_prefix_caching=_bool(opts.enable_prefix_caching),
+        max_num_seqs=opts.max_num_seqs,
+        extra=extra,
+    )
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def write_servable(
@@ -112,8 +148,9 @@ def write_servable(
     The servable folder appears whole (built aside, then renamed into place) and replaces an
     earlier one of the same name.
     """
-    task = converted.manifest.extra.get("conversion", {}).get("task", "")
-    text = graph(task, device, options.cache_size)
+    # A model published in IR records no conversion: the request's type says what it serves.
+    task = converted.manifest.extra.get("conversion", {}).get("task") or options.task or ""
+    text = graph(task, device, options.cache_size, options)
     repository = store_root / check_relative_path(options.repository, "repository")
     name = check_relative_path(options.name, "servable name")
     target = repository / name

@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from model_download.errors import InvalidReferenceError
 
 #: Short names users may type for a hub.
 HUB_ALIASES = {"hf": "huggingface"}
+#: The hub whose ids may also be written in its own ``name:tag`` spelling (see ollama_id).
+OLLAMA_HUB = "ollama"
 
 # One path segment of a model id: letters, digits and the few marks hubs allow. No segment may
 # be "." or "..", so an id can never climb out of its folder in the store.
@@ -25,16 +27,32 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]{0,254}$")
 _HUB = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
-Pattern = Annotated[str, Field(min_length=1, max_length=512)]
+_MAX_PATTERN = 512
+# The bounds are checked by ModelReference._check_patterns, with our own message; the schema
+# still shows them to forms.
+Pattern = Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": _MAX_PATTERN})]
 
 
 def check_relative_path(value: str, what: str) -> str:
-    """Reject a path that is empty, absolute or climbs out with ``..``; return it normalised.
+    """Reject a path that is empty, absolute, climbs out with ``..``, holds a control character
+    (NUL included) or a part longer than a file name may be; return it normalised.
 
     Raises:
         InvalidReferenceError: naming ``what`` and the fix.
     """
+    # The OS would refuse these later, half-way through writing: refuse them here.
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise InvalidReferenceError(
+            f"{what} {value!r} contains a control character: use printable characters only."
+        )
     cleaned = value.strip().replace("\\", "/")
+    name_max = 255  # bytes: the longest file name most file systems allow
+    sizes = [len(part.encode(errors="surrogatepass")) for part in cleaned.split("/")]
+    if max(sizes) > name_max:
+        raise InvalidReferenceError(
+            f"{what} has a part of {max(sizes)} bytes: each part of a path may be at most "
+            f"{name_max} bytes."
+        )
     parts = [part for part in cleaned.split("/") if part not in ("", ".")]
     if not parts:
         raise InvalidReferenceError(f"{what} is empty: give a relative path such as 'team/models'.")
@@ -97,6 +115,22 @@ class ModelReference(BaseModel):
                 )
         return text
 
+    @field_validator("include", "exclude")
+    @classmethod
+    def _check_patterns(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        for pattern in value:
+            if not pattern.strip():
+                raise InvalidReferenceError(
+                    f"an {info.field_name} pattern is empty ({pattern!r}): give a glob such as "
+                    "'*.json', or leave it out."
+                )
+            if len(pattern) > _MAX_PATTERN:
+                raise InvalidReferenceError(
+                    f"an {info.field_name} pattern is {len(pattern)} characters long "
+                    f"({pattern[:40]!r}...): the limit is {_MAX_PATTERN}."
+                )
+        return value
+
     @field_validator("revision", mode="before")
     @classmethod
     def _check_revision(cls, value: object) -> str | None:
@@ -126,6 +160,9 @@ def parse_reference(
 ) -> ModelReference:
     """Parse ``hub:id[@revision]`` as typed on the command line.
 
+    ``ollama:`` ids may also be written as Ollama writes them (``ollama:llama3.2:1b``,
+    ``ollama:host:5000/ns/model:tag``): see :func:`ollama_id`.
+
     Raises:
         InvalidReferenceError: when the text does not follow that shape.
     """
@@ -139,9 +176,55 @@ def parse_reference(
         raise InvalidReferenceError(
             f"model {text!r} ends with '@': put a revision after it or leave the '@' out."
         )
+    if HUB_ALIASES.get(hub.strip().lower(), hub.strip().lower()) == OLLAMA_HUB:
+        model_id, revision = ollama_id(model_id, revision or None)
     return make_reference(
         hub=hub, id=model_id, revision=revision or None, include=include, exclude=exclude
     )
+
+
+def ollama_id(name: str, revision: str | None = None) -> tuple[str, str | None]:
+    """Ollama's own ``[host[:port]/][namespace/]model[:tag]`` as our id and revision.
+
+    Our ids have no ':', so the tag (after the last ':' that no '/' follows) becomes the
+    revision, and a registry's port (a ':' before the first '/') is written ``host+port``. Names
+    already in our spelling come back unchanged.
+
+    Args:
+        name: the model's name, in either spelling.
+        revision: a tag given apart from the name (``@tag``, or the API's ``revision``).
+
+    Returns:
+        The id and the revision (``revision``, else the name's tag, else None).
+
+    Raises:
+        InvalidReferenceError: the name and ``revision`` give different tags, or a ':' is
+            neither a tag's nor a port's.
+    """
+    text = name.strip()
+    rest, colon, tag = text.rpartition(":")
+    if not colon or "/" in tag:  # no tag: any ':' left is a port's
+        rest, tag = text, ""
+    elif not tag:
+        raise InvalidReferenceError(
+            f"Ollama model {name!r} ends with ':': put a tag after it or leave the ':' out."
+        )
+    if tag and revision and tag != revision:
+        raise InvalidReferenceError(
+            f"Ollama model {name!r} names tag {tag!r} but the revision says {revision!r}: give "
+            "the tag once."
+        )
+    host, slash, path = rest.partition("/")
+    registry, port_colon, port = host.rpartition(":")
+    if slash and port_colon and port.isdigit():
+        rest = f"{registry}+{port}/{path}"
+    if ":" in rest:
+        raise InvalidReferenceError(
+            f"Ollama model {name!r} has a ':' that is neither a tag's (model:tag) nor a "
+            "registry port's (host:port/namespace/model): write ollama:[host[+port]/]"
+            "[namespace/]model[@tag], e.g. 'ollama:llama3.2@1b'."
+        )
+    return rest, revision or tag or None
 
 
 def make_reference(**fields: object) -> ModelReference:

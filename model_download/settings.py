@@ -191,6 +191,18 @@ class Settings(BaseSettings):
         validation_alias=_env("ultralytics_imgsz"),
         description="Image size YOLO models are exported for (default: the model's).",
     )
+    prefect_host: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("prefect_host"),
+        description="Address the embedded Prefect server and its UI bind (make run).",
+    )
+    prefect_port: int = Field(
+        4200,
+        ge=1,
+        le=65535,
+        validation_alias=_env("prefect_port"),
+        description="Port of the embedded Prefect server and its UI (make run).",
+    )
     prefect_home: Path = Field(
         _DATA_HOME / "prefect",
         validation_alias=_env("prefect_home"),
