@@ -111,14 +111,25 @@ class Registry:
         return plugin
 
     def _get(self, kind: Kind, name: str) -> Plugin:
-        self._load_kind(kind)
-        info = self._plugins.get((kind, name))
+        info = self._find(kind, name)
         if info is None:
             known = ", ".join(p.name for p in self.plugins(kind)) or "none"
             raise UnknownPluginError(f"unknown {kind} {name!r}: the known ones are {known}.")
         if info.instance is None:
             raise PluginUnavailableError(f"{kind} {name!r} is unavailable here: {info.reason}")
         return info.instance
+
+    def _find(self, kind: Kind, name: str) -> PluginInfo | None:
+        # A built-in is loaded alone: a pull from one hub does not pay for importing every
+        # hub's SDK. Another name may come from any package's entry points: read them all.
+        target = BUILTINS[kind].get(name)
+        if target is None:
+            self._load_kind(kind)
+            return self._plugins.get((kind, name))
+        with self._lock:
+            if (kind, name) not in self._plugins:
+                self._plugins[(kind, name)] = self._load(kind, name, target)
+            return self._plugins[(kind, name)]
 
     def _load(self, kind: Kind, name: str, target: str) -> PluginInfo:
         info = PluginInfo(kind=kind, name=name, target=target, available=False)

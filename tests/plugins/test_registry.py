@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 from importlib import metadata
@@ -89,3 +90,21 @@ def test_entry_point_plugins_are_found_and_broken_ones_reported(plugin_path: Pat
     assert registry.hub("goodhub").name == "goodhub"
     with pytest.raises(PluginUnavailableError, match=r"brokenhub.*unavailable"):
         registry.hub("brokenhub")
+
+
+def test_one_builtin_hub_is_loaded_alone() -> None:
+    # A fresh interpreter: this one has imported every plugin already.
+    code = textwrap.dedent(
+        """
+        import sys
+        from model_download.settings import Settings
+        from plugins.registry import Registry
+        Registry(Settings()).hub("ultralytics")
+        print(sorted(m for m in sys.modules if m.startswith("plugins.hubs.")))
+        """
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "plugins.hubs.ultralytics" in loaded
+    assert "plugins.hubs.huggingface" not in loaded and "plugins.hubs.ollama" not in loaded
