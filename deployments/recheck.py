@@ -8,7 +8,9 @@ this module for the cron at deploy time::
     python -m deployments.recheck active   # "true" when there are models to re-check
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: a served run gets this flow's function pickled by
+# value, away from this module's globals, and Prefect validates the run's parameters against
+# its annotations, which must therefore be the types themselves, not names to look up here.
 
 import sys
 

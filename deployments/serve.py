@@ -6,6 +6,7 @@ a shared (Postgres-backed) Prefect server and run workers instead; the flows are
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -109,27 +110,42 @@ def start_server(env: dict[str, str], host: str, port: int) -> subprocess.Popen:
 
 
 def serve_flows() -> None:
-    """Serve the service's flows as deployments until interrupted (needs PREFECT_API_URL)."""
-    from prefect import serve
+    """Serve the service's flows as deployments until interrupted (needs PREFECT_API_URL).
 
+    The runner holds the flows themselves (not only their deployments), so it starts each run
+    from them, forked from a warm process (see deployments.warm_start).
+    """
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    from deployments.warm_start import use_warm_starts
     from flows.download import download_models
     from flows.pipeline import pipeline
+    from model_download.runtime import get_settings
 
-    deployments = [
-        download_models.to_deployment(
-            name=DOWNLOAD_DEPLOYMENT,
-            description="Download models from their hubs into the model store.",
-            tags=["model-download"],
-        ),
-        pipeline.to_deployment(
-            name=PIPELINE_DEPLOYMENT,
-            description="Download, convert to OpenVINO IR and validate models.",
-            tags=["model-download"],
-        ),
-    ]
-    if recheck := recheck_deployment():
-        deployments.append(recheck)
-    serve(*deployments)
+    # A run waits for the runner's next poll; Prefect's own setting counts whole seconds.
+    runner = Runner(pause_on_shutdown=True, query_seconds=get_settings().runner_poll_seconds)
+    runner.add_flow(
+        download_models,
+        name=DOWNLOAD_DEPLOYMENT,
+        description="Download models from their hubs into the model store.",
+        tags=["model-download"],
+    )
+    runner.add_flow(
+        pipeline,
+        name=PIPELINE_DEPLOYMENT,
+        description="Download, convert to OpenVINO IR and validate models.",
+        tags=["model-download"],
+    )
+    names = [f"download-models/{DOWNLOAD_DEPLOYMENT}", f"pipeline/{PIPELINE_DEPLOYMENT}"]
+    if add_recheck(runner):
+        names.append(f"recheck/{RECHECK_DEPLOYMENT}")
+    use_warm_starts()
+    print(f"Serving:    {', '.join(names)}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt, TerminationSignal):
+        asyncio.run(runner.start())
 
 
 def recheck_references() -> list[ModelReference]:
@@ -151,21 +167,23 @@ def recheck_references() -> list[ModelReference]:
     return references
 
 
-def recheck_deployment():
-    """The scheduled re-check of MODEL_DOWNLOAD_RECHECK_MODELS (deployments.recheck), if any."""
+def add_recheck(runner) -> bool:
+    """Add the scheduled re-check of MODEL_DOWNLOAD_RECHECK_MODELS (deployments.recheck), if any."""
     from deployments.recheck import recheck, recheck_models
     from model_download.runtime import get_settings
 
     specs = recheck_models()
     if not specs:
-        return None
-    return recheck.to_deployment(
+        return False
+    runner.add_flow(
+        recheck,
         name=RECHECK_DEPLOYMENT,
         description="Re-check the configured models for new revisions and download them.",
         cron=get_settings().recheck_cron,
         parameters={"models": [spec.model_dump() for spec in specs]},
         tags=["model-download", "schedule"],
     )
+    return True
 
 
 def start_api(env: dict[str, str], host: str, port: int) -> subprocess.Popen:

@@ -1,6 +1,8 @@
 """The download flow: many models at once, each pulled on its own, one failure isolated."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: a served run gets this flow's function pickled by
+# value, away from this module's globals, and Prefect validates the run's parameters against
+# its annotations, which must therefore be the types themselves, not names to look up here.
 
 from typing import Annotated, Literal
 

@@ -5,7 +5,9 @@ limit, and a model waiting for its turn holds no download slot. A model's failur
 raised it, is reported for that model, and the others go on.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: a served run gets this flow's function pickled by
+# value, away from this module's globals, and Prefect validates the run's parameters against
+# its annotations, which must therefore be the types themselves, not names to look up here.
 
 import threading
 import time

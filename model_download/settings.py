@@ -203,6 +203,13 @@ class Settings(BaseSettings):
         validation_alias=_env("prefect_port"),
         description="Port of the embedded Prefect server and its UI (make run).",
     )
+    runner_poll_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        validation_alias=_env("runner_poll_seconds"),
+        description="How often the runner of make run asks for new runs: a run waits for it.",
+    )
     prefect_home: Path = Field(
         _DATA_HOME / "prefect",
         validation_alias=_env("prefect_home"),

@@ -195,11 +195,11 @@ def api_run_phases(prefect: str, timing: Timing) -> Phases:
     phases[PICKUP] = pending - created
     if timing.engine_started is not None and pending <= timing.engine_started <= start:
         phases["Pending -> process started"] = timing.engine_started - pending
-        phases["process started -> Running: interpreter, imports, flow load"] = (
+        phases["process started -> Running: interpreter or fork, engine set-up"] = (
             start - timing.engine_started
         )
     else:
-        phases["Pending -> Running: process start, imports, flow load"] = start - pending
+        phases["Pending -> Running: process start, engine set-up"] = start - pending
     phases["Running -> Completed: the run itself"] = end - start
     phases["Completed -> seen by the client: 50 ms poll, GET /jobs"] = (
         timing.started_wall + timing.seconds - end
@@ -224,14 +224,14 @@ def direct_run_phases(prefect: str, timing: Timing) -> Phases:
 
 
 def poll_frequency(service: Service) -> str:
-    """The runner's poll interval as serve sets it from the environment the service was given."""
-    from deployments.serve import prefect_env
+    """The runner's poll interval, as the service's settings give it."""
+    from model_download.settings import Settings
 
     with mock.patch.dict(os.environ, service.env, clear=True):
-        value = prefect_env(service.prefect_home, service.prefect)["PREFECT_RUNNER_POLL_FREQUENCY"]
-    given = "PREFECT_RUNNER_POLL_FREQUENCY" in service.env
-    source = "given to the service" if given else "deployments/serve.py's default, not overridden"
-    return f"{value} s ({source})"
+        value = Settings().runner_poll_seconds
+    given = "MODEL_DOWNLOAD_RUNNER_POLL_SECONDS" in service.env
+    source = "given to the service" if given else "the default, not overridden"
+    return f"{value:g} s (MODEL_DOWNLOAD_RUNNER_POLL_SECONDS, {source})"
 
 
 def import_seconds(env: dict[str, str], runs: int = 3) -> float:

@@ -125,8 +125,8 @@ def _where_the_time_goes(results: Results) -> None:
     print(f"how the runner started the flow runs (/proc, {seen} of {runs} runs seen):")
     print(f"  {_starter_text(results.api_runs)}.")
     print(
-        "a new interpreter importing prefect.engine and flows.pipeline: "
-        f"{results.import_s:.2f} s (best)"
+        "what a new interpreter per run would pay first, importing prefect.engine and\n"
+        f"  flows.pipeline: {results.import_s:.2f} s (best)"
     )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average at the end: {load} on {os.cpu_count()} CPUs (others' work included).")
@@ -154,11 +154,11 @@ def _notes() -> None:
         "notes: the API path adds to the run itself: the POST (the API looks the model up in\n"
         "the store and creates a flow run of the pipeline deployment), the wait for the\n"
         "runner's next poll of scheduled runs, the runner proposing Pending and starting the\n"
-        "flow run's process, which imports Prefect and the flow before it reports Running, and\n"
+        "flow run's process, which sets up Prefect's engine before it reports Running, and\n"
         "the client's own 50 ms poll of GET /jobs/{id}. The direct call pays only for creating\n"
         "the flow run, the run and Prefect's teardown. The run itself is slower in the API's\n"
-        "fresh process: its first hub request, connections and lazy imports happen in it,\n"
-        "where the warm direct process did them once, untimed. Both run the same flow against\n"
+        "process: its first hub request and connections happen in it, where the warm direct\n"
+        "process made them once, untimed. Both run the same flow against\n"
         "the same Prefect server, store and hub; both fsync the files. Each run waits for the\n"
         "previous flow run's process to exit first."
     )
@@ -172,6 +172,11 @@ def _starter_text(api_runs: list[Timing]) -> str:
             "`python -m prefect.engine` subprocesses: a new interpreter per run, which imports\n"
             "  Prefect and loads the flow from its entrypoint. serve() registers deployments,\n"
             "  not in-memory flows, so the runner has no flow object to hand to a child"
+        )
+    if commands and all(any("multiprocessing.forkserver" in p for p in cmd) for cmd in commands):
+        return (
+            "forks of a warm fork server (deployments/warm_start.py), which imported Prefect\n"
+            "  and the flows once: a process per run, but no new interpreter"
         )
     if commands and all(any("spawn_main" in part for part in cmd) for cmd in commands):
         return "multiprocessing spawn children of the runner: a new interpreter per run"

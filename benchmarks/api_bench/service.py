@@ -140,17 +140,34 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def _is_flow_run(cmd: list[str]) -> bool:
-    # `python -m prefect.engine` (a deployment loaded from its entrypoint) or a multiprocessing
-    # spawn child (a flow object the runner holds in memory); not multiprocessing's resource
-    # tracker, which outlives the runs.
-    return "prefect.engine" in cmd or any("spawn_main" in part for part in cmd)
+def _is_flow_run(pid: int) -> bool:
+    # `python -m prefect.engine` (a deployment loaded from its entrypoint), a multiprocessing
+    # spawn child (a flow object the runner holds in memory), or a fork of the warm fork server
+    # (deployments.warm_start): a child with its parent's forkserver command line. Not the fork
+    # server itself, nor multiprocessing's resource tracker, which outlive the runs.
+    cmd = _cmdline(pid)
+    if "prefect.engine" in cmd or any("spawn_main" in part for part in cmd):
+        return True
+    return _is_forkserver(cmd) and _is_forkserver(_cmdline(_parent(pid)))
+
+
+def _is_forkserver(cmd: list[str]) -> bool:
+    return any("multiprocessing.forkserver" in part for part in cmd)
+
+
+def _parent(pid: int) -> int:
+    try:
+        # Field 4 of stat, after the parenthesised command name.
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def engine_process(serve_pid: int) -> tuple[float, list[str]] | None:
     """When the running flow run's process started (epoch seconds), and its command."""
     for pid in _descendants(serve_pid):
-        if _is_flow_run(cmd := _cmdline(pid)):
+        if _is_flow_run(pid):
+            cmd = _cmdline(pid)
             with contextlib.suppress(OSError, ValueError, IndexError):
                 # Field 22 of stat, after the parenthesised command name: ticks since boot.
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -165,7 +182,7 @@ def settle(serve_pid: int, timeout: float = 30) -> None:
     """Wait for the last flow run's process to exit: its teardown must not slow the next run."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(_is_flow_run(_cmdline(pid)) for pid in _descendants(serve_pid)):
+        if not any(_is_flow_run(pid) for pid in _descendants(serve_pid)):
             return
         time.sleep(0.1)
 

@@ -3,6 +3,7 @@ as the UI starts one, downloads into the store; Ctrl-C stops everything."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -86,6 +87,8 @@ def test_served_deployment_runs_from_the_rest_api(hub: FakeHub, tmp_path: Path) 
         states = call(f"{api}/flow_run_states/?flow_run_id={run['id']}")
         picked = min(_epoch(s["timestamp"]) for s in states if s["type"] == "PENDING")
         assert picked - _epoch(run["created"]) < 2.5, states
+        # The run was forked from the warm fork server, not started as a new interpreter.
+        assert any("multiprocessing.forkserver" in c for c in _children_commands(service.pid))
         # The API line is printed once the API answers, and it does answer.
         with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/v1/health") as health:
             assert health.status == 200
@@ -98,6 +101,15 @@ def test_served_deployment_runs_from_the_rest_api(hub: FakeHub, tmp_path: Path) 
     for closed in (port, api_port):  # the Prefect server and the API went down with it
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", closed)) != 0, closed
+
+
+def _children_commands(pid: int) -> list[str]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                found.append(Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace"))
+    return found
 
 
 def _epoch(text: str) -> float:
