@@ -131,8 +131,11 @@ def list_hub_models(request: ListRequest, registry: RegistryDep) -> SearchPage:
 async def jobs_of_model(
     client: PrefectDep, model_name: str | None = None, limit: int = Query(100, ge=1, le=1000)
 ) -> JobsResponse:
-    """Jobs, optionally of one model (its name as in the request)."""
+    """Jobs, optionally of one model (its name as in the request); 404 if it has none."""
     found = await jobs.list_jobs(client, model_name, limit)
+    if model_name is not None and not found:
+        # As the reference answers, so that its clients can tell "no such model's jobs".
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no jobs found for model {model_name!r}")
     return JobsResponse(jobs=found, total=len(found))
 
 

@@ -427,6 +427,8 @@ def test_jobs_of_a_model_are_found_past_the_limit_and_newest_first(service: Serv
         found = client.get("/models/jobs", params={"model_name": "org/older", "limit": 1}).json()
         assert [j["id"] for j in found["jobs"]] == [older]
         assert found["jobs"][0]["hub"] == "huggingface"
+        none = client.get("/models/jobs", params={"model_name": "org/never-asked"})
+        assert none.status_code == 404 and "org/never-asked" in none.json()["detail"]
 
         # A queued run (not started, so without a start time) is the newest job, listed first.
         # Through Prefect's REST API as the UI does (retrying while SQLite is locked).
