@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from urllib.parse import unquote
 
-from flows.pipeline import PipelineSpec
+from flows.pipeline import PipelineOutcome, PipelineSpec
 from model_download.convert import choose_converter, find_conversion, is_ir
 from model_download.errors import ModelDownloadError
 from model_download.refs import ModelReference
@@ -75,3 +75,20 @@ def stored_result(spec: PipelineSpec, store: ModelStore, registry: Registry) -> 
     record = converted.manifest.extra.get("validation", {}) if converted else {}
     ok = record.get("passed") and record.get("device") == spec.convert.device
     return converted if ok else None
+
+
+def answer_from_store(
+    spec: PipelineSpec, result: StoredModel, exported: str | None
+) -> PipelineOutcome:
+    """What a run would have reported for ``result``: its job shows the same paths and sizes."""
+    outcome = PipelineOutcome(
+        model=str(spec.reference()), status="done", stage="done", exported=exported
+    )
+    if spec.convert is None:
+        outcome.stored, outcome.size = str(result.path), result.manifest.total_size
+        return outcome
+    record = result.manifest.extra.get("validation", {})
+    outcome.converted, outcome.converted_size = str(result.path), result.manifest.total_size
+    outcome.precision, outcome.device = record.get("precision"), record.get("device")
+    outcome.device_used, outcome.validated = record.get("device_used"), True
+    return outcome

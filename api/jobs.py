@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
@@ -32,7 +33,7 @@ from prefect.states import Cancelled, Cancelling, Completed
 
 from api.schemas import JobPublic, Progress
 from deployments.serve import PIPELINE_DEPLOYMENT
-from flows.pipeline import PipelineSpec
+from flows.pipeline import PIPELINE_TABLE, PipelineOutcome, PipelineSpec
 from model_download.errors import (
     InvalidReferenceError,
     ServiceUnavailableError,
@@ -94,8 +95,12 @@ async def create_jobs(
     parallel: bool,
     export_to: str | None,
     done: bool,
+    answers: list[PipelineOutcome] | None = None,
 ) -> list[str]:
     """One flow run per model; in turn unless ``parallel``; already Completed when ``done``.
+
+    A run made Completed has no flow to leave its table of results: ``answers`` (one per
+    model) are recorded as that table instead, so the job shows its paths like any other.
 
     Raises:
         ServiceUnavailableError: the deployment is not served, or (unless ``done``: no run is
@@ -114,8 +119,22 @@ async def create_jobs(
         tags += [MODEL_TAG + origin.name, HUB_TAG + origin.hub]
         state = Completed(message="already in the store") if done else None
         run, deployment_id = await _create_run(client, deployment_id, parameters, state, tags)
+        if answers is not None:
+            await _record_answer(client, run.id, answers[len(ids)])
         ids.append(str(run.id))
     return ids
+
+
+async def _record_answer(client: PrefectClient, run_id: UUID, outcome: PipelineOutcome) -> None:
+    await client.create_artifact(
+        ArtifactCreate(
+            key=PIPELINE_TABLE,
+            type="table",
+            data=json.dumps([outcome.model_dump(mode="json", exclude_none=True)]),
+            description="Already in the store: answered without a run.",
+            flow_run_id=run_id,
+        )
+    )
 
 
 async def _create_run(
@@ -264,6 +283,8 @@ async def _describe(client: PrefectClient, run: FlowRun, details: bool = True) -
     )
     if details:
         await _add_details(client, run, job)
+    elif job.status == "failed" and run.state is not None:
+        job.error = run.state.message  # a list reads no artifacts: the run's own summary
     return job
 
 
@@ -274,7 +295,7 @@ async def _add_details(client: PrefectClient, run: FlowRun, job: JobPublic) -> N
     for artifact in artifacts:
         if artifact.type == "progress" and artifact.data is not None:
             job.progress = _progress(float(artifact.data), artifact.description)
-        if artifact.type == "table" and artifact.key == "pipeline":
+        if artifact.type == "table" and artifact.key == PIPELINE_TABLE:
             outcome = json.loads(artifact.data)[0] if artifact.data else {}
             job.stage = outcome.get("stage")
             job.result = {k: v for k, v in outcome.items() if k not in ("error",)}

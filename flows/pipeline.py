@@ -34,6 +34,9 @@ from model_download.validate import headline
 from tasks.convert import convert_fresh, validate_model
 from tasks.download import pull_model
 
+#: The key of each run's table of outcomes (the API reads a job's result paths from it).
+PIPELINE_TABLE = "pipeline"
+
 
 class PipelineSpec(ModelSpec):
     """A model to download and, unless ``convert`` is null, convert and validate."""
@@ -209,7 +212,7 @@ def pipeline(
     outcomes = _run(models, workers, convert_limit, export_to)
 
     create_table_artifact(
-        key="pipeline",
+        key=PIPELINE_TABLE,
         table=[o.model_dump(exclude_none=True) for o in outcomes],
         description="Models of this run: where each was stored and converted, or why not.",
     )

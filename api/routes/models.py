@@ -3,7 +3,7 @@ import errno
 from fastapi import APIRouter, HTTPException, Query, status
 
 from api import jobs
-from api.cached import latest_stored, stored_result
+from api.cached import answer_from_store, latest_stored, stored_result
 from api.deps import PrefectDep, RegistryDep, StoreDep
 from api.requests import to_spec
 from api.schemas import (
@@ -66,8 +66,8 @@ async def download_models(
     ids = await jobs.finished_jobs(client, specs, download_path)
     if ids is None:
         await jobs.served_deployment(client)
-    if download_path is not None:
-        _export(store, [s for s in stored if s is not None], download_path)
+    results = [s for s in stored if s is not None]
+    exported = _export(store, results, download_path) if download_path is not None else None
     if ids is None:
         ids = await jobs.create_jobs(
             client,
@@ -76,6 +76,10 @@ async def download_models(
             parallel=request.parallel_downloads,
             export_to=download_path,
             done=True,
+            answers=[
+                answer_from_store(spec, result, exported[i] if exported else None)
+                for i, (spec, result) in enumerate(zip(specs, results, strict=True))
+            ],
         )
     return DownloadResponse(message="already in the store", job_ids=ids, status="completed")
 
@@ -87,12 +91,14 @@ def _hubs(registry: Registry) -> tuple[list[str], dict[str, str]]:
     return available, {p.name: p.reason or "unknown reason" for p in found if not p.available}
 
 
-def _export(store: ModelStore, results: list[StoredModel], folder: str) -> None:
+def _export(store: ModelStore, results: list[StoredModel], folder: str) -> list[str]:
+    paths = []
     for result in results:
         try:
-            store.export(result, folder)
+            paths.append(str(store.export(result, folder)))
         except OSError as exc:
             raise _export_error(exc, folder) from exc
+    return paths
 
 
 def _export_error(exc: OSError, folder: str) -> Exception:

@@ -112,8 +112,14 @@ def test_a_stored_request_answers_at_once_without_a_run(service: Service) -> Non
             refused = client.post("/models/download", params={"download_path": bad}, json=body)
             assert refused.status_code == 400 and "download_path" in refused.text, refused.text
         placed = client.post("/models/download", params={"download_path": "team-ok"}, json=body)
-    assert placed.json()["status"] == "completed"
-    assert (service.models / "team-ok" / "huggingface" / "org/cached" / "config.json").is_file()
+        assert placed.json()["status"] == "completed"
+        # No run made this answer, yet its job shows where the files are, as a run's would.
+        job = client.get(f"/jobs/{placed.json()['job_ids'][0]}").json()
+    exported = service.models / "team-ok" / "huggingface" / "org/cached"
+    assert (exported / "config.json").is_file()
+    assert job["status"] == "completed" and job["stage"] == "done", job
+    assert job["result"]["exported"] == str(exported)
+    assert (Path(job["result"]["stored"]) / "config.json").is_file() and job["result"]["size"] > 0
 
     # A request Prefect cannot record (its server is down) writes nothing.
     port = free_port()
@@ -241,6 +247,8 @@ def test_a_token_used_for_a_private_repo_is_stored_nowhere(service: Service) -> 
         )
         failed = service.wait_job(refused.json()["job_ids"][0])
         assert failed["status"] == "failed" and failed["error"], failed
+        listed = client.get("/jobs").json()["jobs"]
+        assert "org/closed" in next(j for j in listed if j["id"] == failed["id"])["error"]
         for text in (client.get(f"/jobs/{failed['id']}").text, client.get("/jobs").text):
             assert HF_SECRET not in text
     for path in service.prefect_home.rglob("*"):
