@@ -76,6 +76,11 @@ class UltralyticsOpenVINOConverter(ConverterPlugin):
                 "task, trust_remote_code and sym do not apply to Ultralytics models (the task "
                 "is in the weights, and int8 is ultralytics' own quantization): drop them."
             )
+        if options.min_cosine is not None:
+            raise InvalidReferenceError(
+                "min_cosine does not apply to Ultralytics models: their IR is checked against "
+                "the PyTorch model's detections on a sample image, not against an fp32 IR."
+            )
         super().check_options(manifest, options)
         if options.precision == "int8":
             self._dataset(options, manifest)

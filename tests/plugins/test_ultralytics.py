@@ -366,6 +366,16 @@ def test_int4_is_refused(service: Service, source: StoredModel) -> None:
         service.convert(source, "int4")
 
 
+def test_options_that_do_not_apply_are_refused(service: Service, source: StoredModel) -> None:
+    converter = service.registry.converter("ultralytics-openvino")
+    for options, named in (
+        (ConvertOptions(precision="fp16", min_cosine=0.9), "min_cosine"),
+        (ConvertOptions(precision="fp16", task="object-detection"), "task"),
+    ):
+        with pytest.raises(errors.InvalidReferenceError, match=named):
+            converter.check_options(source.manifest, options)
+
+
 def test_only_ultralytics_models_are_accepted(service: Service, source: StoredModel) -> None:
     converter = service.registry.converter("ultralytics-openvino")
     elsewhere = source.manifest.model_copy(update={"hub": "huggingface"})
