@@ -94,18 +94,19 @@ async def create_jobs(
     *,
     parallel: bool,
     export_to: str | None,
-    done: bool,
     answers: list[PipelineOutcome] | None = None,
 ) -> list[str]:
-    """One flow run per model; in turn unless ``parallel``; already Completed when ``done``.
+    """One flow run per model, in turn unless ``parallel``.
 
-    A run made Completed has no flow to leave its table of results: ``answers`` (one per
-    model) are recorded as that table instead, so the job shows its paths like any other.
+    With ``answers`` (one per model, from the store) the runs are made Completed at once: no
+    flow runs to leave its table of results, so each answer is recorded as that table, and the
+    job shows its paths like any other.
 
     Raises:
-        ServiceUnavailableError: the deployment is not served, or (unless ``done``: no run is
+        ServiceUnavailableError: the deployment is not served, or (unless answered: no run is
             started then) its runner or workers are not polling.
     """
+    done = answers is not None
     deployment_id = await _deployment_id(client) if done else await ready_deployment(client)
     ids: list[str] = []
     for spec, origin in zip(specs, origins, strict=True):

@@ -12,7 +12,6 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from timed_process import BenchError, run_timed
+from timed_process import BenchError, RunStats, run_timed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Not resolved: the venv's bin is where optimum-cli sits next to its python symlink.
@@ -47,25 +46,13 @@ class Run:
 
 
 @dataclass
-class Contender:
+class Contender(RunStats):
     name: str
     runs: list[Run] = field(default_factory=list)
 
     @property
-    def best(self) -> float:
-        return min(r.seconds for r in self.runs)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(r.seconds for r in self.runs)
-
-    @property
     def best_cpu(self) -> float:
         return min(r.cpu for r in self.runs)
-
-    @property
-    def peak_rss(self) -> float:
-        return max(r.rss_mb for r in self.runs)
 
     def steps(self, key: str) -> list[float]:
         return [r.step[key] for r in self.runs]

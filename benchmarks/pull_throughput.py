@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from timed_process import BenchError, run_timed
+from timed_process import BenchError, RunStats, run_timed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Not resolved: the venv's bin is where hf and model-download sit next to its python symlink.
@@ -55,7 +55,7 @@ class Run:
 
 
 @dataclass
-class Contender:
+class Contender(RunStats):
     name: str
     # Given the served repo and a scratch dir, the command, its environment and the directory
     # holding the downloaded files (None: read it from the command's stdout).
@@ -63,20 +63,8 @@ class Contender:
     runs: list[Run] = field(default_factory=list)
 
     @property
-    def best(self) -> float:
-        return min(r.seconds for r in self.runs)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(r.seconds for r in self.runs)
-
-    @property
     def median_fsync(self) -> float:
         return statistics.median(r.fsync_seconds for r in self.runs)
-
-    @property
-    def peak_rss(self) -> float:
-        return max(r.rss_mb for r in self.runs)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import threading
 import time
@@ -22,6 +23,25 @@ class Timed:
     cpu: float
     rss_mb: float
     stdout: str
+
+
+class RunStats:
+    """The best and median seconds, and the peak memory, of a contender's ``runs`` (each with
+    ``seconds`` and ``rss_mb``)."""
+
+    runs: list
+
+    @property
+    def best(self) -> float:
+        return min(r.seconds for r in self.runs)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def peak_rss(self) -> float:
+        return max(r.rss_mb for r in self.runs)
 
 
 def run_timed(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float) -> Timed:

@@ -1,6 +1,7 @@
 import errno
 
 from fastapi import APIRouter, HTTPException, Query, status
+from prefect.client.orchestration import PrefectClient
 
 from api import jobs
 from api.cached import answer_from_store, latest_stored, stored_result
@@ -17,6 +18,7 @@ from api.schemas import (
     ResultPublic,
     ResultsResponse,
 )
+from flows.pipeline import PipelineSpec
 from model_download.errors import (
     InvalidReferenceError,
     ModelNotInStoreError,
@@ -48,40 +50,44 @@ async def download_models(
 
     # Everything already stored (and validated): record finished jobs, start no run.
     stored = [stored_result(spec, store, registry) for spec in specs]
-    done = all(s is not None for s in stored)
-    if not done:
+    if any(result is None for result in stored):
         ids = await jobs.create_jobs(
-            client,
-            specs,
-            origins,
-            parallel=request.parallel_downloads,
-            export_to=download_path,
-            done=False,
+            client, specs, origins, parallel=request.parallel_downloads, export_to=download_path
         )
         return DownloadResponse(
             message=f"started {len(ids)} job(s)", job_ids=ids, status="processing"
         )
-    # The jobs that made these results answer for them. Prefect is asked before anything is
-    # written, so a request it cannot record leaves the store as it was.
+    ids = await _answer_from_store(
+        client, store, specs, origins, stored, request.parallel_downloads, download_path
+    )
+    return DownloadResponse(message="already in the store", job_ids=ids, status="completed")
+
+
+async def _answer_from_store(
+    client: PrefectClient,
+    store: ModelStore,
+    specs: list[PipelineSpec],
+    origins: list[jobs.Origin],
+    results: list[StoredModel],
+    parallel: bool,
+    download_path: str | None,
+) -> list[str]:
+    """The jobs of a request the store answers: those that made its results, or new ones."""
+    # Prefect is asked before anything is written, so a request it cannot record leaves the
+    # store as it was.
     ids = await jobs.finished_jobs(client, specs, download_path)
     if ids is None:
         await jobs.served_deployment(client)
-    results = [s for s in stored if s is not None]
     exported = _export(store, results, download_path) if download_path is not None else None
-    if ids is None:
-        ids = await jobs.create_jobs(
-            client,
-            specs,
-            origins,
-            parallel=request.parallel_downloads,
-            export_to=download_path,
-            done=True,
-            answers=[
-                answer_from_store(spec, result, exported[i] if exported else None)
-                for i, (spec, result) in enumerate(zip(specs, results, strict=True))
-            ],
-        )
-    return DownloadResponse(message="already in the store", job_ids=ids, status="completed")
+    if ids is not None:
+        return ids  # the jobs that made these results answer for them
+    answers = [
+        answer_from_store(spec, result, exported[i] if exported else None)
+        for i, (spec, result) in enumerate(zip(specs, results, strict=True))
+    ]
+    return await jobs.create_jobs(
+        client, specs, origins, parallel=parallel, export_to=download_path, answers=answers
+    )
 
 
 def _hubs(registry: Registry) -> tuple[list[str], dict[str, str]]:
